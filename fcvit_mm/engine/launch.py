@@ -1,0 +1,76 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""What ``tools/train.py`` and ``tools/test.py`` share: loading a config,
+telling which library it belongs to, and CPU-only distributed start-up."""
+import os
+from typing import Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+
+#: default_scope -> the library whose tools the config follows
+TASK_LIBRARIES = {
+    'mmdet': 'detection',
+    'mmseg': 'segmentation',
+    'mmpretrain': 'classification',
+}
+
+
+def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
+    """``Config.fromfile`` with a clear error for a path that is not there."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f'config file not found: {path!r}')
+    cfg = Config.fromfile(path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    return cfg
+
+
+def task_of(cfg: Config) -> str:
+    """The library a config belongs to, from its ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in TASK_LIBRARIES:
+        raise ValueError(
+            f'config has default_scope={scope!r}; fcvit_mm tools handle '
+            f'{sorted(TASK_LIBRARIES)} (mmdet, mmseg, mmpretrain)')
+    return scope
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Start a gloo process group when launched distributed without a GPU.
+
+    mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` and its DDP
+    wrapper passes ``device_ids``; both fail on CPU. Initialising the process
+    group here makes the runner skip its own initialisation, and
+    ``device_ids=None`` makes DDP work on CPU tensors.
+
+    Returns:
+        bool: whether the CPU path was taken.
+    """
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f'launcher {launcher!r} needs a GPU; on CPU use '
+                         f'"pytorch" (torchrun) or "slurm"')
+    if launcher == 'slurm':  # map SLURM's variables to torch's
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+        os.environ.setdefault('MASTER_PORT', '29500')
+    if not torch_dist.is_initialized():
+        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+        kwargs = {}
+        if timeout is not None:
+            import datetime
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+        torch_dist.init_process_group(backend='gloo', **kwargs)
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    return True

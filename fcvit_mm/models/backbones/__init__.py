@@ -1,0 +1,3 @@
+from .fcvit import FCViT
+
+__all__ = ['FCViT']

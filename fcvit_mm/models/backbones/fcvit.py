@@ -1,0 +1,517 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""FCViT: the Fully Convolutional Vision Transformer.
+
+Paper: "A Close Look at Spatial Modeling: From Attention to Convolution",
+Xu Ma, Huan Wang, Can Qin, Kunpeng Li, Xingchen Zhao, Jie Fu, Yun Fu, 2022
+(https://arxiv.org/abs/2212.12552).
+
+FCViT is a MetaFormer whose token mixer replaces self-attention by large
+depthwise convolutions plus a "global context" that every position receives,
+weighted by its similarity to the image's mean token. The network is
+convolutional end to end (NCHW tensors throughout).
+
+The module tree is built from small pieces (``GlobalContext``,
+``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
+the reference implementation's names inside a block, so that its published
+checkpoints convert with a plain key renaming
+(:func:`fcvit_mm.models.utils.convert_reference_state_dict`).
+"""
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmengine.logging import MMLogger
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+#: Number of heads ("groups") of the global-context module.
+GC_HEADS = 8
+
+
+def _gelu(x: torch.Tensor) -> torch.Tensor:
+    """Exact (erf) GELU, as the reference uses everywhere."""
+    return F.gelu(x)
+
+
+class GlobalContext(nn.Module):
+    """FCViT's global context: the image's mean token, given to every position
+    in proportion to the position's (normalised) similarity to it.
+
+    For an input ``x`` of shape (B, C, H, W) with ``heads`` groups of
+    ``c = C / heads`` channels:
+
+    1. ``g`` = spatial mean of ``x`` (B, C);
+    2. per head, token-to-global similarity ``s = <x_n, g> * c ** -0.5``;
+    3. ``s`` is standardised over heads and positions together, per sample,
+       with the unbiased standard deviation and ``eps`` added to the std;
+    4. a per-head affine (``rescale_weight``, ``rescale_bias``);
+    5. ``g`` goes through a bottleneck with a two-way maxout ("competition")
+       between ``fc1`` and ``fc2``;
+    6. output = ``s`` (per head) times the bottleneck output (per channel).
+
+    Only the context is returned; the caller adds it to ``x``.
+    """
+
+    def __init__(self, dim: int, heads: int = GC_HEADS, eps: float = 1e-5):
+        super().__init__()
+        if dim % heads != 0:
+            raise ValueError(f'GlobalContext: channels ({dim}) must be '
+                             f'divisible by the number of heads ({heads})')
+        self.heads = heads
+        self.head_dim = dim // heads
+        self.scale = self.head_dim**-0.5
+        self.eps = eps
+        hidden = dim // heads
+        self.rescale_weight = nn.Parameter(torch.ones(heads))
+        self.rescale_bias = nn.Parameter(torch.zeros(heads))
+        self.fc1 = nn.Linear(dim, 2 * hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def similarity(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised token-to-global similarity, shape (B, heads, H, W).
+
+        This is the map drawn in the paper's Figure 3.
+        """
+        B, C, H, W = x.shape
+        g = x.mean(dim=(2, 3))
+        return self._similarity(x, g).view(B, self.heads, H, W)
+
+    def _similarity(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        xh = x.reshape(B, self.heads, self.head_dim, H * W)
+        gh = g.reshape(B, self.heads, 1, self.head_dim)
+        s = torch.matmul(gh, xh).view(B, self.heads * H * W) * self.scale
+        std, mean = torch.std_mean(s, dim=1, keepdim=True)  # unbiased std
+        s = (s - mean) / (std + self.eps)
+        s = s.view(B, self.heads, H * W)
+        return (s * self.rescale_weight.view(1, -1, 1) +
+                self.rescale_bias.view(1, -1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        g = x.mean(dim=(2, 3))
+        s = self._similarity(x, g)  # B, heads, N
+        u = self.fc1(g).view(B, 2, -1).amax(dim=1)  # competition (maxout)
+        v = self.fc2(u).view(B, self.heads, self.head_dim, 1)
+        return (s.unsqueeze(2) * v).view(B, C, H, W)
+
+
+def _pointwise_mlp(dim: int, hidden: int) -> nn.Sequential:
+    """Conv1x1 -> GELU -> Conv1x1 (keys ``0`` and ``2`` as the reference)."""
+    return nn.Sequential(
+        nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
+
+
+class TokenMixer(nn.Module):
+    """Two rounds of "add global context, then mix locally"::
+
+        x = x + GC1(x);  x = GELU(F1(DW1(x)))
+        x = x + GC2(x);  x = GELU(F2(DW2(x)))
+
+    with 11x11 depthwise convolutions ``DW`` and pointwise bottleneck MLPs
+    ``F`` of width ``max(dim // 8, 16)``.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 11):
+        super().__init__()
+        hidden = max(dim // 8, 16)
+        pad = kernel_size // 2
+        self.gc1 = GlobalContext(dim)
+        self.dw1 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+        self.fc1 = _pointwise_mlp(dim, hidden)
+        self.gc2 = GlobalContext(dim)
+        self.dw2 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
+        self.fc2 = _pointwise_mlp(dim, hidden)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.gc1(x)
+        x = _gelu(self.fc1(self.dw1(x)))
+        x = x + self.gc2(x)
+        return _gelu(self.fc2(self.dw2(x)))
+
+
+class ChannelMixer(nn.Module):
+    """MLP with a 3x3 depthwise convolution inside:
+    Conv1x1 -> DWConv3x3 -> GELU -> Dropout -> Conv1x1 -> Dropout."""
+
+    def __init__(self, dim: int, mlp_ratio: float, drop: float = 0.):
+        super().__init__()
+        hidden = int(dim * mlp_ratio)
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+        self.drop = nn.Dropout(drop)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.drop(_gelu(self.dwconv(self.fc1(x))))
+        return self.drop(self.fc2(x))
+
+
+class FCViTBlock(nn.Module):
+    """Pre-norm MetaFormer block with layer scale::
+
+        x = x + DropPath(ls1 * TokenMixer(GN1(x)))
+        x = x + DropPath(ls2 * ChannelMixer(GN2(x)))
+
+    GN is a GroupNorm with one group.
+    """
+
+    def __init__(self,
+                 dim: int,
+                 mlp_ratio: float,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 with_cp: bool = False):
+        super().__init__()
+        self.with_cp = with_cp
+        self.norm1 = nn.GroupNorm(1, dim)
+        self.token_mixer = TokenMixer(dim)
+        self.norm2 = nn.GroupNorm(1, dim)
+        self.channel_mixer = ChannelMixer(dim, mlp_ratio, drop_rate)
+        self.layer_scale_1 = nn.Parameter(
+            torch.full((dim, ), float(layer_scale_init_value)))
+        self.layer_scale_2 = nn.Parameter(
+            torch.full((dim, ), float(layer_scale_init_value)))
+        self.drop_path = (
+            DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity())
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop_path(
+            self.layer_scale_1.view(1, -1, 1, 1) *
+            self.token_mixer(self.norm1(x)))
+        x = x + self.drop_path(
+            self.layer_scale_2.view(1, -1, 1, 1) *
+            self.channel_mixer(self.norm2(x)))
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._forward, x, use_reentrant=False)
+        return self._forward(x)
+
+
+class ConvNormDownsample(nn.Module):
+    """Conv2d (with bias) followed by a norm layer (BatchNorm by default).
+
+    Used for the stem (7x7, stride 4) and between stages (3x3, stride 2).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int,
+                 stride: int, padding: int, norm_cfg: dict):
+        super().__init__()
+        self.proj = nn.Conv2d(
+            in_channels, out_channels, kernel_size, stride, padding)
+        self.norm = build_norm_layer(norm_cfg, out_channels)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(self.proj(x))
+
+
+class FCViTStage(nn.Module):
+    """An optional downsampling layer followed by a sequence of blocks."""
+
+    def __init__(self, downsample: Optional[nn.Module],
+                 blocks: Sequence[nn.Module]):
+        super().__init__()
+        self.downsample = downsample
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x)
+        return self.blocks(x)
+
+
+@MODELS.register_module()
+class FCViT(BaseModule):
+    """FCViT backbone.
+
+    A PyTorch/OpenMMLab implementation of
+    `A Close Look at Spatial Modeling: From Attention to Convolution
+    <https://arxiv.org/abs/2212.12552>`_, numerically equal to the authors'
+    reference model (its ImageNet checkpoints load as they are).
+
+    Args:
+        arch (str | dict): ``'tiny'``, ``'b12'``, ``'b24'``, ``'b48'``, or a
+            dict with keys ``layers`` (blocks per stage), ``embed_dims``
+            (widths) and ``mlp_ratios``, four entries each.
+            Defaults to ``'b12'``.
+        in_channels (int): Input channels. Defaults to 3.
+        out_indices (Sequence[int] | int): Stages whose (GroupNorm-normed)
+            outputs are returned, any subset of 0..3, negatives counted from
+            the end. Strides are 4, 8, 16, 32. Only the output norms of the
+            requested stages are created. For classification use ``(3, )``:
+            that norm plays the reference's final norm.
+            Defaults to ``(0, 1, 2, 3)``.
+        frozen_stages (int): -1 freezes nothing; 0 freezes the stem; k >= 1
+            freezes the stem and stages 0..k-1 (with their downsampling and
+            output norms). Frozen parts stay in eval mode with
+            ``requires_grad=False``. Defaults to -1.
+        norm_eval (bool): Keep the BatchNorm layers (stem and downsampling)
+            in eval mode during training. Defaults to False.
+        drop_rate (float): Dropout in the channel mixers. Defaults to 0.
+        drop_path_rate (float): Stochastic depth, growing linearly from 0 at
+            the first block to this value at the last. Defaults to 0.
+        layer_scale_init_value (float): Initial layer scale; the reference
+            uses 1e-5 for classification, 1e-6 for dense prediction.
+            Defaults to 1e-6.
+        norm_cfg (dict): Norm of the stem and downsampling layers.
+            Defaults to ``dict(type='BN')``.
+        with_cp (bool): Activation checkpointing per block (saves memory,
+            same results). Defaults to False.
+        init_cfg (dict | list[dict], optional): Initialisation config. A
+            ``Pretrained`` entry accepts this project's checkpoints (with
+            ``prefix``) and the reference's checkpoints as published.
+    """
+
+    arch_settings: Dict[str, dict] = {
+        'tiny': dict(layers=[3, 3, 5, 2], embed_dims=[32, 64, 160, 320],
+                     mlp_ratios=[8, 8, 4, 4]),
+        'b12': dict(layers=[2, 2, 6, 2], embed_dims=[64, 128, 320, 512],
+                    mlp_ratios=[8, 8, 4, 4]),
+        'b24': dict(layers=[4, 4, 12, 4], embed_dims=[64, 128, 320, 512],
+                    mlp_ratios=[8, 8, 4, 4]),
+        'b48': dict(layers=[8, 8, 24, 8], embed_dims=[64, 128, 320, 512],
+                    mlp_ratios=[8, 8, 4, 4]),
+    }
+    arch_keys = ('layers', 'embed_dims', 'mlp_ratios')
+    num_stages = 4
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'b12',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (0, 1, 2, 3),
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 drop_rate: float = 0.,
+                 drop_path_rate: float = 0.,
+                 layer_scale_init_value: float = 1e-6,
+                 norm_cfg: dict = dict(type='BN'),
+                 with_cp: bool = False,
+                 init_cfg: Optional[Union[dict, list]] = None):
+        super().__init__(init_cfg=init_cfg)
+        arch = self.parse_arch(arch)
+        self.arch = arch
+        self.layers = list(arch['layers'])
+        self.embed_dims = list(arch['embed_dims'])
+        self.mlp_ratios = list(arch['mlp_ratios'])
+        self.out_indices = self.parse_out_indices(out_indices)
+        if not isinstance(frozen_stages, int) or not (
+                -1 <= frozen_stages <= self.num_stages):
+            raise ValueError(f'frozen_stages must be an int in '
+                             f'[-1, {self.num_stages}], got {frozen_stages!r}')
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+
+        self.patch_embed = ConvNormDownsample(
+            in_channels, self.embed_dims[0], 7, 4, 3, norm_cfg)
+
+        total = sum(self.layers)
+        dpr = torch.linspace(0, drop_path_rate, total).tolist()
+        self.stages = nn.ModuleList()
+        k = 0
+        for i, (depth, dim, ratio) in enumerate(
+                zip(self.layers, self.embed_dims, self.mlp_ratios)):
+            downsample = None if i == 0 else ConvNormDownsample(
+                self.embed_dims[i - 1], dim, 3, 2, 1, norm_cfg)
+            blocks = [
+                FCViTBlock(
+                    dim,
+                    ratio,
+                    drop_rate=drop_rate,
+                    drop_path_rate=dpr[k + j],
+                    layer_scale_init_value=layer_scale_init_value,
+                    with_cp=with_cp) for j in range(depth)
+            ]
+            k += depth
+            self.stages.append(FCViTStage(downsample, blocks))
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', nn.GroupNorm(1, self.embed_dims[i]))
+
+        self._freeze_stages()
+
+    # ------------------------------------------------------------------ #
+    # argument checking
+    # ------------------------------------------------------------------ #
+    @classmethod
+    def parse_arch(cls, arch: Union[str, dict]) -> dict:
+        """Resolve ``arch`` to a dict of four-entry lists, or raise."""
+        if isinstance(arch, str):
+            if arch.lower() not in cls.arch_settings:
+                raise ValueError(
+                    f'Unknown FCViT arch {arch!r}; valid names are '
+                    f'{sorted(cls.arch_settings)}, or a dict with keys '
+                    f'{list(cls.arch_keys)}')
+            return {
+                k: list(v)
+                for k, v in cls.arch_settings[arch.lower()].items()
+            }
+        if not isinstance(arch, dict):
+            raise TypeError(f'FCViT arch must be a str or a dict, got '
+                            f'{type(arch).__name__}')
+        missing = [k for k in cls.arch_keys if k not in arch]
+        if missing:
+            raise KeyError(f'FCViT arch dict is missing {missing}; it needs '
+                           f'the keys {list(cls.arch_keys)}')
+        extra = sorted(set(arch) - set(cls.arch_keys))
+        if extra:
+            raise KeyError(f'FCViT arch dict has unknown keys {extra}; valid '
+                           f'keys are {list(cls.arch_keys)}')
+        out = {}
+        for key in cls.arch_keys:
+            value = arch[key]
+            if (not isinstance(value, (list, tuple))
+                    or len(value) != cls.num_stages):
+                raise ValueError(
+                    f'FCViT arch[{key!r}] must be a list of '
+                    f'{cls.num_stages} numbers, got {value!r}')
+            if any((not isinstance(v, (int, float))) or v <= 0
+                   for v in value):
+                raise ValueError(f'FCViT arch[{key!r}] must hold positive '
+                                 f'numbers, got {value!r}')
+            out[key] = list(value)
+        for d in out['embed_dims']:
+            if int(d) != d or d % GC_HEADS:
+                raise ValueError(
+                    f'FCViT arch embed_dims must be integers divisible by '
+                    f'{GC_HEADS} (the global-context heads), got '
+                    f'{out["embed_dims"]}')
+        if any(int(n) != n for n in out['layers']):
+            raise ValueError(
+                f'FCViT arch layers must be integers, got {out["layers"]}')
+        return out
+
+    @classmethod
+    def parse_out_indices(cls, out_indices) -> Tuple[int, ...]:
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, (list, tuple)) or not out_indices:
+            raise ValueError(f'out_indices must be a non-empty int sequence, '
+                             f'got {out_indices!r}')
+        result = []
+        for i in out_indices:
+            if not isinstance(i, int) or not (
+                    -cls.num_stages <= i < cls.num_stages):
+                raise ValueError(
+                    f'out_indices entry {i!r} is out of range: FCViT has '
+                    f'{cls.num_stages} stages, valid indices are 0..'
+                    f'{cls.num_stages - 1} (or -{cls.num_stages}..-1)')
+            i = i % cls.num_stages
+            if i in result:
+                raise ValueError(f'out_indices {out_indices!r} names stage '
+                                 f'{i} twice')
+            result.append(i)
+        return tuple(sorted(result))
+
+    # ------------------------------------------------------------------ #
+    # weights
+    # ------------------------------------------------------------------ #
+    def init_weights(self):
+        init_cfg = self.init_cfg
+        if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            from fcvit_mm.models.utils import load_pretrained
+            load_pretrained(
+                self,
+                init_cfg['checkpoint'],
+                prefix=init_cfg.get('prefix'),
+                map_location=init_cfg.get('map_location', 'cpu'),
+                logger=MMLogger.get_current_instance())
+            self._is_init = True
+            return
+        if init_cfg is None:
+            self._init_from_scratch()
+            self._is_init = True
+            return
+        super().init_weights()
+
+    def _init_from_scratch(self):
+        """The reference's initialisation for training from scratch."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                fan_out = (m.kernel_size[0] * m.kernel_size[1] *
+                           m.out_channels // m.groups)
+                normal_init(m, mean=0., std=(2.0 / fan_out)**0.5, bias=0.)
+            elif isinstance(m, nn.Linear):
+                trunc_normal_init(m, std=.02, bias=0.)
+            elif isinstance(m, (nn.GroupNorm, _BatchNorm)):
+                constant_init(m, 1, bias=0)
+
+    # ------------------------------------------------------------------ #
+    # forward
+    # ------------------------------------------------------------------ #
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.patch_embed(x)
+        outs = []
+        for i, stage in enumerate(self.stages):
+            x = stage(x)
+            if i in self.out_indices:
+                outs.append(getattr(self, f'norm{i}')(x))
+            if i == self.out_indices[-1]:
+                break
+        return tuple(outs)
+
+    # ------------------------------------------------------------------ #
+    # training-mode behaviour
+    # ------------------------------------------------------------------ #
+    def _frozen_modules(self):
+        if self.frozen_stages >= 0:
+            yield self.patch_embed
+        for i in range(self.frozen_stages):
+            yield self.stages[i]
+            if i in self.out_indices:
+                yield getattr(self, f'norm{i}')
+
+    def _freeze_stages(self):
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    def get_layer_depth(self, param_name: str, prefix: str = ''):
+        """Layer id of a parameter, for layer-wise learning-rate decay.
+
+        The stem is layer 0, the k-th block of the network (counting from 0
+        over all stages) is layer k + 1, a downsampling layer shares the id
+        of the block after it, the output norms follow the last block, and
+        anything outside the backbone (the head) comes last.
+
+        Returns:
+            tuple[int, int]: The layer id and the number of layers, as
+            mmpretrain's ``LearningRateDecayOptimWrapperConstructor`` expects.
+        """
+        total = sum(self.layers)
+        num_layers = total + 2
+        if not param_name.startswith(prefix):
+            return num_layers - 1, num_layers
+        name = param_name[len(prefix):]
+        parts = name.split('.')
+        if parts[0] == 'patch_embed':
+            layer_id = 0
+        elif parts[0] == 'stages':
+            stage_id = int(parts[1])
+            first = sum(self.layers[:stage_id])
+            if parts[2] == 'blocks':
+                layer_id = first + int(parts[3]) + 1
+            else:
+                layer_id = first + 1
+        else:  # output norms
+            layer_id = total + 1
+        return layer_id, num_layers

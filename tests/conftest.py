@@ -1,0 +1,26 @@
+import os
+import os.path as osp
+import sys
+
+import pytest
+import torch
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+DATA = osp.join(ROOT, 'tests', 'data')
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# tests are small: keep them from fighting over the two cores
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope='session')
+def repo_root():
+    return ROOT
+
+
+@pytest.fixture(scope='session')
+def golden():
+    """The spec's reference outputs for a mini FCViT (see FCVIT_SPEC.md)."""
+    return torch.load(osp.join(DATA, 'fcvit_mini_golden.pth'),
+                      weights_only=True)

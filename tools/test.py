@@ -1,0 +1,123 @@
+#!/usr/bin/env python
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Evaluate a checkpoint on one of our configs (detection, segmentation or
+classification), with the flags of the config's library's own
+``tools/test.py`` (mmdet, mmseg or mmpretrain, from ``default_scope``).
+
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--out FILE]
+        [--show] [--show-dir DIR] [--wait-time S] [--tta]
+        [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Test a model (fcvit_mm)')
+    parser.add_argument('config', help='test config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
+    parser.add_argument('--out', help='dump predictions to this file '
+                        '(mmseg: a directory of prediction maps)')
+    parser.add_argument('--show', action='store_true', help='show results')
+    parser.add_argument('--show-dir', help='dir to save drawn results '
+                        '(relative to the work dir\'s timestamp folder)')
+    parser.add_argument('--wait-time', type=float, default=2,
+                        help='the interval of show (s)')
+    parser.add_argument('--tta', action='store_true',
+                        help='test time augmentation (needs tta_model and '
+                        'tta_pipeline in the config)')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value (xxx=yyy format)')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def trigger_visualization_hook(cfg, args):
+    hooks = cfg.default_hooks
+    if 'visualization' not in hooks:
+        raise RuntimeError('--show/--show-dir need a "visualization" hook in '
+                           'default_hooks')
+    vis = hooks['visualization']
+    if cfg.default_scope == 'mmpretrain':
+        vis['enable'] = True
+        vis['show'] = args.show
+        vis['wait_time'] = args.wait_time
+        if args.show_dir:
+            vis['out_dir'] = args.show_dir
+    else:  # mmdet, mmseg
+        vis['draw'] = True
+        vis['show'] = args.show
+        vis['wait_time'] = args.wait_time
+        if args.show_dir:
+            if cfg.default_scope == 'mmdet':
+                vis['test_out_dir'] = args.show_dir
+            else:
+                cfg.visualizer['save_dir'] = args.show_dir
+                vis['interval'] = 1
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
+    from fcvit_mm.engine import init_cpu_distributed, load_config, task_of
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
+        raise FileNotFoundError(
+            f'checkpoint file not found: {args.checkpoint!r}')
+    cfg = load_config(args.config, args.cfg_options)
+    scope = task_of(cfg)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    cfg.load_from = args.checkpoint
+    if args.show or args.show_dir:
+        cfg = trigger_visualization_hook(cfg, args)
+    if args.tta:
+        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+            raise RuntimeError('--tta needs tta_model and tta_pipeline in '
+                               'the config')
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+    if args.out and scope == 'mmseg':
+        cfg.test_evaluator['output_dir'] = args.out
+        cfg.test_evaluator['keep_results'] = True
+    init_cpu_distributed(cfg, args.launcher)
+
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    if args.out and scope != 'mmseg':
+        if scope == 'mmdet':
+            from mmdet.evaluation import DumpDetResults
+            dumper = DumpDetResults(out_file_path=args.out)
+        else:
+            from mmengine.evaluator import DumpResults
+            dumper = DumpResults(out_file_path=args.out)
+        runner.test_evaluator.metrics.append(dumper)
+    metrics = runner.test()
+    return metrics
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,130 @@
+#!/usr/bin/env python
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Train a model from one of our configs (detection, segmentation or
+classification): the library is chosen by the config's ``default_scope``
+(mmdet, mmseg, mmpretrain) and the flags are those of that library's own
+``tools/train.py``.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp]
+        [--auto-scale-lr] [--no-validate] [--cfg-options k=v ...]
+        [--launcher {none,pytorch,slurm,mpi}]
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+
+
+def parse_args(argv=None):
+    from mmengine.config import DictAction
+    parser = argparse.ArgumentParser(description='Train a model (fcvit_mm)')
+    parser.add_argument('config', help='train config file path')
+    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    parser.add_argument(
+        '--resume', nargs='?', type=str, const='auto',
+        help='resume from the given checkpoint, or (no value) from the '
+        'latest checkpoint in the work dir')
+    parser.add_argument('--amp', action='store_true',
+                        help='enable automatic mixed precision training')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the learning rate with the batch size')
+    parser.add_argument('--no-validate', action='store_true',
+                        help='do not evaluate during training')
+    parser.add_argument('--no-pin-memory', action='store_true',
+                        help='dataloaders without pin_memory')
+    parser.add_argument('--no-persistent-workers', action='store_true',
+                        help='dataloaders without persistent_workers')
+    parser.add_argument(
+        '--cfg-options', nargs='+', action=DictAction,
+        help='override settings of the config, key=value (xxx=yyy format)')
+    parser.add_argument('--launcher', default='none',
+                        choices=['none', 'pytorch', 'slurm', 'mpi'],
+                        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def merge_args(cfg, args):
+    """Apply the command line to the config, as the mm libraries do."""
+    from mmengine.config import ConfigDict
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs',
+                                osp.splitext(osp.basename(args.config))[0])
+    if args.amp:
+        wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+        if wrapper == 'AmpOptimWrapper':
+            print('AMP training is already enabled in the config.')
+        else:
+            if wrapper != 'OptimWrapper':
+                raise ValueError(f'--amp needs an OptimWrapper, the config '
+                                 f'has {wrapper}')
+            cfg.optim_wrapper.type = 'AmpOptimWrapper'
+            cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if args.auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in \
+                cfg.auto_scale_lr:
+            raise RuntimeError('--auto-scale-lr needs auto_scale_lr with '
+                               'base_batch_size in the config')
+        cfg.auto_scale_lr.enable = True
+    if args.resume == 'auto':
+        cfg.resume = True
+        cfg.load_from = None
+    elif args.resume is not None:
+        cfg.resume = True
+        cfg.load_from = args.resume
+    if args.no_validate:
+        cfg.val_cfg = None
+        cfg.val_dataloader = None
+        cfg.val_evaluator = None
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg.get(key)
+        if not loader:
+            continue
+        if args.no_pin_memory:
+            loader['pin_memory'] = False
+        if args.no_persistent_workers:
+            loader['persistent_workers'] = False
+    cfg.setdefault('env_cfg', ConfigDict())
+    return cfg
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
+    from fcvit_mm.engine import (drop_empty_pretrained, init_cpu_distributed,
+                                 load_config, task_of)
+    from mmengine.model import is_model_wrapper
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    cfg = load_config(args.config, args.cfg_options)
+    task_of(cfg)
+    cfg = merge_args(cfg, args)
+    init_cpu_distributed(cfg, args.launcher)
+    if cfg.default_scope == 'mmdet':
+        from mmdet.utils import setup_cache_size_limit_of_dynamo
+        setup_cache_size_limit_of_dynamo()
+    if 'runner_type' not in cfg:
+        runner = Runner.from_cfg(cfg)
+    else:
+        runner = RUNNERS.build(cfg)
+    # `pretrained = None` in a config: initialise from scratch, with a warning
+    model = runner.model.module if is_model_wrapper(runner.model) \
+        else runner.model
+    drop_empty_pretrained(
+        model, runner.logger,
+        warn=not (cfg.get('load_from') or cfg.get('resume')))
+    runner.train()
+    return runner
+
+
+if __name__ == '__main__':
+    main()
