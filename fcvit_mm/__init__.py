@@ -1,15 +1,24 @@
 """fcvit_mm: FCViT as a first-class backbone of the OpenMMLab 2.x stack.
 
-Importing the package registers the ``FCViT`` backbone in mmengine's root
-``MODELS`` registry (so ``type='FCViT'`` builds from mmdet, mmseg and
-mmpretrain configs alike) and adds the plain data types that mmengine writes
-into checkpoints to torch's weights-only allowlist.
+Importing the package (every config of this project does, through
+``custom_imports``):
+
+* registers the ``FCViT`` backbone in mmengine's root ``MODELS`` registry, so
+  ``type='FCViT'`` builds from mmdet, mmseg and mmpretrain configs alike, and
+  the ``RandomStateHook`` / ``FiniteLossHook`` hooks in the root ``HOOKS``;
+* adds the plain data types that mmengine writes into checkpoints to torch's
+  weights-only allowlist (no checkpoint can run code);
+* makes mmengine write local checkpoint files atomically.
 """
 from .utils.checkpoint import register_safe_globals
 
 register_safe_globals()
 
+from .engine.checkpoint_io import install_atomic_checkpoint_writes  # noqa
+from .engine import hooks  # noqa: F401,E402  (registers the hooks)
 from .models import FCViT  # noqa: E402
+
+install_atomic_checkpoint_writes()
 
 __version__ = '0.1.0'
 __all__ = ['FCViT', '__version__']
