@@ -45,13 +45,12 @@ sys.exit(0 if version(sys.argv[1]).split('+')[0] == sys.argv[2] else 1)
 EOF
 }
 
-# --- 1. build tools and torch -------------------------------------------------
+# --- 1. torch -------------------------------------------------
 if ! have torch "$(pin torch)" || ! have torchvision "$(pin torchvision)"; then
     log "installing torch $(pin torch), torchvision $(pin torchvision)"
     "${PIP[@]}" install -q -c "$CONSTRAINTS" "torch==$(pin torch)" \
         "torchvision==$(pin torchvision)" numpy
 fi
-"${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools wheel ninja packaging >/dev/null
 
 # --- 2. mmcv with ops, built once per machine ---------------------------------
 MMCV_VERSION="$(pin mmcv)"
@@ -67,6 +66,7 @@ EOF
     WHEEL="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n 1 || true)"
     if [ -z "$WHEEL" ]; then
         log "building mmcv $MMCV_VERSION with ops ($TAG); takes about 10 minutes once per machine"
+        "${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools wheel ninja packaging
         BUILD="$(mktemp -d)"
         trap 'rm -rf "$BUILD"' EXIT
         "${PIP[@]}" download -q --no-deps --no-binary :all: -d "$BUILD" "mmcv==$MMCV_VERSION"
