@@ -73,7 +73,8 @@ def trigger_visualization_hook(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
-    from fcvit_mm.engine import init_cpu_distributed, load_config, task_of
+    from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
+                                 load_config, prepare_testing, task_of)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
@@ -102,6 +103,8 @@ def main(argv=None):
         cfg.test_evaluator['output_dir'] = args.out
         cfg.test_evaluator['keep_results'] = True
     init_cpu_distributed(cfg, args.launcher)
+    fresh_visualizer_name(cfg)
+    prepare_testing(cfg, args.checkpoint)  # readable checkpoint and data
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -99,8 +99,9 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
-    from fcvit_mm.engine import (drop_empty_pretrained, init_cpu_distributed,
-                                 load_config, task_of)
+    from fcvit_mm.engine import (drop_empty_pretrained, fresh_visualizer_name,
+                                 init_cpu_distributed, load_config,
+                                 prepare_training, task_of)
     from mmengine.model import is_model_wrapper
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -109,6 +110,9 @@ def main(argv=None):
     task_of(cfg)
     cfg = merge_args(cfg, args)
     init_cpu_distributed(cfg, args.launcher)
+    fresh_visualizer_name(cfg)
+    # exact-resume and NaN-stop hooks, annotation checks, resume fallback
+    prepare_training(cfg)
     if cfg.default_scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
         setup_cache_size_limit_of_dynamo()

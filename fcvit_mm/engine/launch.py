@@ -74,3 +74,29 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     wrapper['device_ids'] = None
     cfg.model_wrapper_cfg = wrapper
     return True
+
+
+def _visualizer_exists(cls, name: str) -> bool:
+    # every ManagerMixin class keeps its own instances: look at subclasses
+    if name in getattr(cls, '_instance_dict', {}):
+        return True
+    return any(_visualizer_exists(c, name) for c in cls.__subclasses__())
+
+
+def fresh_visualizer_name(cfg: Config) -> None:
+    """Give the config's visualizer a name no visualizer in this process has.
+
+    The libraries' runtimes name it (``name='visualizer'``), and mmengine
+    returns an existing instance of that name instead of building a new one,
+    so a second run in the same process (``tools/train.py``'s ``main`` called
+    twice) would write its scalars into the first run's folder.
+    """
+    vis = cfg.get('visualizer')
+    if not isinstance(vis, dict) or not vis.get('name'):
+        return
+    from mmengine.visualization import Visualizer
+    base, name, i = vis['name'], vis['name'], 0
+    while _visualizer_exists(Visualizer, name):
+        i += 1
+        name = f'{base}_{i}'
+    vis['name'] = name

@@ -1,0 +1,9 @@
+# mmseg's runtime: iteration-based logging every 50 iterations, the local
+# segmentation visualizer. (custom_imports for fcvit_mm comes with the model
+# _base_: mmengine allows a key in only one of a config's bases.)
+_base_ = 'mmseg::_base_/default_runtime.py'
+
+# a different seed on each rank, so that random augmentation never repeats
+# across GPUs (mmengine keeps the samplers' shuffling in sync); set
+# randomness.seed for a reproducible run
+randomness = dict(seed=None, deterministic=False, diff_rank_seed=True)

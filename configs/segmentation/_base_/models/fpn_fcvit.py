@@ -1,0 +1,24 @@
+# Semantic FPN with an FCViT backbone: the four normed stage outputs
+# (strides 4, 8, 16, 32) feed mmseg's FPN (256 channels) and FPNHead
+# (128 channels), as in the reference's Semantic FPN configs.
+#
+# Decode-head norm: plain BN (not SyncBN), so that one CPU or GPU trains and
+# tests without overrides and CPU distributed runs (gloo) work. Under
+# multi-GPU training each GPU normalises over its own 4 images (about 65k
+# positions per channel at stride 4 for 512 x 512 crops). For the reference's
+# SyncBN on GPUs: --cfg-options model.decode_head.norm_cfg.type=SyncBN
+_base_ = 'mmseg::_base_/models/fpn_r50.py'
+custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
+
+head_norm_cfg = dict(type='BN', requires_grad=True)
+model = dict(
+    pretrained=None,
+    backbone=dict(
+        _delete_=True,
+        type='FCViT',
+        arch='b12',
+        out_indices=(0, 1, 2, 3),
+        drop_path_rate=0.,
+        layer_scale_init_value=1e-6),  # the reference's dense-prediction value
+    neck=dict(in_channels=[64, 128, 320, 512], out_channels=256, num_outs=4),
+    decode_head=dict(num_classes=150, norm_cfg=head_norm_cfg))

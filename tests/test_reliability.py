@@ -1,0 +1,342 @@
+"""Reliability of real runs: SIGKILL + --resume gives the uninterrupted
+result, a dying distributed worker ends the job, seeds differ per rank,
+and bad data gets errors that name the file."""
+import glob
+import json
+import os
+import os.path as osp
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
+                            state_dict)
+
+TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
+
+HOOKS_MODULE = '''
+import json, os, signal
+import numpy as np
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class KillAfterCheckpoint(Hook):
+    """SIGKILL itself right after the checkpoint of an epoch / iteration."""
+    priority = 'LOWEST'
+
+    def __init__(self, epoch=None, iteration=None):
+        self.epoch, self.iteration = epoch, iteration
+
+    def after_train_epoch(self, runner):
+        if self.epoch is not None and runner.epoch + 1 == self.epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if self.iteration is not None and runner.iter + 1 == self.iteration:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@HOOKS.register_module()
+class RecordSeedAndCrash(Hook):
+    """Write this rank's seed and a random draw; rank 1 then dies."""
+
+    def __init__(self, crash_iter=None):
+        self.crash_iter = crash_iter
+
+    def before_train(self, runner):
+        rank = runner.rank
+        with open(os.path.join(runner.work_dir, f'rank{rank}.json'),
+                  'w') as f:
+            json.dump(dict(seed=runner.seed, draw=float(np.random.rand())), f)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.rank == 1 and self.crash_iter is not None \\
+                and runner.iter + 1 == self.crash_iter:
+            os._exit(3)
+'''
+
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    from fcvit_mm.datasets import make_shapes_dataset
+    root = str(tmp_path_factory.mktemp('rel_coco'))
+    make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2, img_size=64,
+                        seed=1)
+    return root
+
+
+@pytest.fixture(scope='module')
+def hooks_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('rel_hooks')
+    (d / 'rel_hooks.py').write_text(HOOKS_MODULE)
+    return str(d)
+
+
+def user_config(folder, base, hooks):
+    path = osp.join(folder, 'user_cfg.py')
+    with open(path, 'w') as f:
+        f.write(textwrap.dedent(f'''
+            _base_ = [{base!r}]
+            custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
+                                  allow_failed_imports=False)
+            custom_hooks = {hooks!r}
+        '''))
+    return path
+
+
+def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
+          launcher=None):
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
+               PYTHON=sys.executable)
+    if launcher is None:
+        cmd = [sys.executable, osp.join(TOOLS, 'train.py'), config]
+    else:
+        env['PORT'] = str(free_port())
+        cmd = ['bash', osp.join(TOOLS, 'dist_train.sh'), config, '2']
+    cmd += ['--work-dir', work_dir, *extra]
+    if options:
+        cmd += ['--cfg-options', *options]
+    return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout)
+
+
+def test_detection_sigkill_then_resume_equals_uninterrupted(
+        coco, hooks_dir, tmp_path):
+    """Mask R-CNN, epoch-based: killed (SIGKILL) right after the epoch-2
+    checkpoint, resumed with --resume: the final weights equal those of a
+    run that was never interrupted, bit for bit."""
+    opts = maskrcnn_options(coco) + TINY + [
+        'train_cfg.max_epochs=3', 'train_dataloader.num_workers=1',
+        'train_dataloader.persistent_workers=False']
+    full_cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    res = train(full_cfg, str(tmp_path / 'full'), opts, hooks_dir,
+                ['--no-validate'])
+    assert res.returncode == 0, res.stdout[-4000:]
+
+    kill_dir = tmp_path / 'killed'
+    kill_dir.mkdir()
+    kill_cfg = user_config(str(kill_dir), MASKRCNN_B12,
+                           [dict(type='KillAfterCheckpoint', epoch=2)])
+    work = str(tmp_path / 'interrupted')
+    res = train(kill_cfg, work, opts, hooks_dir, ['--no-validate'])
+    assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
+    assert osp.exists(osp.join(work, 'epoch_2.pth'))
+    assert not osp.exists(osp.join(work, 'epoch_3.pth'))
+
+    res = train(full_cfg, work, opts, hooks_dir, ['--no-validate',
+                                                  '--resume'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'resumed epoch: 2' in res.stdout
+    full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
+    resumed = state_dict(osp.join(work, 'epoch_3.pth'))
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+
+
+def test_resume_with_corrupt_latest_checkpoint_falls_back(
+        coco, hooks_dir, tmp_path):
+    opts = maskrcnn_options(coco) + TINY + ['train_cfg.max_epochs=2']
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    work = str(tmp_path / 'work')
+    res = train(cfg, work, opts, hooks_dir, ['--no-validate'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    last = osp.join(work, 'epoch_2.pth')
+    with open(last, 'r+b') as f:
+        f.truncate(os.path.getsize(last) // 2)
+    # --resume PATH naming the corrupt file is a clear error
+    res = train(cfg, work, opts, hooks_dir, ['--resume', last])
+    assert res.returncode != 0
+    assert 'epoch_2.pth' in res.stdout and 'corrupt' in res.stdout
+    # plain --resume falls back to the newest checkpoint that loads
+    res = train(cfg, work, opts, hooks_dir, ['--no-validate', '--resume'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'cannot resume from' in res.stdout and 'epoch_2.pth' in res.stdout
+    assert 'resumed epoch: 1' in res.stdout
+    assert state_dict(last)  # epoch 2 trained again and saved whole
+
+
+def test_resume_refuses_checkpoint_with_code(coco, hooks_dir, tmp_path):
+    marker = tmp_path / 'ran'
+    evil = tmp_path / 'evil.pth'
+    subprocess.run([sys.executable, '-c', textwrap.dedent(f'''
+        import os, torch
+        class P:
+            def __reduce__(self):
+                return (os.system, ('touch {marker}',))
+        torch.save({{'state_dict': {{}}, 'meta': {{}}, 'x': P()}}, {str(evil)!r})
+    ''')], check=True)
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco) + TINY,
+                hooks_dir, ['--resume', str(evil)])
+    assert res.returncode != 0
+    assert 'refusing to load' in res.stdout and 'evil.pth' in res.stdout
+    assert not marker.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(),
+                    reason='the gloo CPU path runs only without a GPU')
+def test_dead_worker_ends_distributed_job(coco, hooks_dir, tmp_path):
+    """Rank 1 dies at iteration 2 of a 2-process job: the job exits
+    non-zero, well within the timeout, and ranks had different seeds."""
+    opts = maskrcnn_options(coco, batch_size=1) + TINY + [
+        'train_cfg.max_epochs=2', 'randomness.seed=5']
+    cfg = user_config(str(tmp_path), MASKRCNN_B12,
+                      [dict(type='RecordSeedAndCrash', crash_iter=2)])
+    work = str(tmp_path / 'work')
+    res = train(cfg, work, opts, hooks_dir, ['--no-validate'],
+                launcher='pytorch', timeout=300)
+    assert res.returncode != 0, res.stdout[-4000:]
+    seeds = [json.load(open(osp.join(work, f'rank{r}.json')))
+             for r in (0, 1)]
+    # randomness.diff_rank_seed: seed + rank, so augmentation differs
+    assert seeds[0]['seed'] == 5 and seeds[1]['seed'] == 6
+    assert seeds[0]['draw'] != seeds[1]['draw']
+
+
+# --------------------------------------------------------------------------
+# bad data
+# --------------------------------------------------------------------------
+def build_train_dataset(coco):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    from mmdet.registry import DATASETS
+    from test_detection import as_dict
+    init_default_scope('mmdet')
+    cfg = Config.fromfile(MASKRCNN_B12)
+    cfg.merge_from_dict(as_dict(maskrcnn_options(coco)))
+    return DATASETS.build(cfg.train_dataloader.dataset)
+
+
+@pytest.fixture
+def coco_copy(coco, tmp_path):
+    root = str(tmp_path / 'coco')
+    shutil.copytree(coco, root)
+    return root
+
+
+def test_unusual_image_formats_are_converted(coco_copy):
+    ds = build_train_dataset(coco_copy)
+    paths = [ds.get_data_info(i)['img_path'] for i in range(3)]
+    rgb = cv2.imread(paths[0])
+    # grayscale, RGBA and 16-bit images behind the same file names
+    cv2.imwrite(paths[0] + '.png', cv2.cvtColor(rgb, cv2.COLOR_BGR2GRAY))
+    os.replace(paths[0] + '.png', paths[0])
+    cv2.imwrite(paths[1] + '.png', cv2.cvtColor(cv2.imread(paths[1]),
+                                                cv2.COLOR_BGR2BGRA))
+    os.replace(paths[1] + '.png', paths[1])
+    cv2.imwrite(paths[2] + '.png',
+                cv2.imread(paths[2]).astype(np.uint16) * 257)
+    os.replace(paths[2] + '.png', paths[2])
+    assert cv2.imread(paths[2], cv2.IMREAD_UNCHANGED).dtype == np.uint16
+    for i in range(3):
+        inputs = ds[i]['inputs']
+        assert inputs.shape[0] == 3 and inputs.dtype == torch.uint8
+    # the 16-bit image keeps its content, scaled to 8 bits
+    assert abs(ds[2]['inputs'].float().mean().item() -
+               rgb.mean()) < 40
+
+
+def test_missing_and_unreadable_images_name_the_file(coco_copy):
+    ds = build_train_dataset(coco_copy)
+    missing = ds.get_data_info(0)['img_path']
+    os.remove(missing)
+    with pytest.raises(FileNotFoundError, match=osp.basename(missing)):
+        ds[0]
+    broken = ds.get_data_info(1)['img_path']
+    with open(broken, 'wb') as f:
+        f.write(b'not an image at all')
+    with pytest.raises(Exception, match=osp.basename(broken)):
+        ds[1]
+
+
+def test_malformed_annotation_file_is_named(coco_copy, hooks_dir, tmp_path):
+    ann = osp.join(coco_copy, 'annotations', 'instances_train2017.json')
+    with open(ann, 'w') as f:
+        f.write('{"images": [{"id": 1,')
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco_copy) + TINY,
+                hooks_dir, ['--no-validate'])
+    assert res.returncode != 0
+    assert 'instances_train2017.json' in res.stdout
+    assert 'not valid JSON' in res.stdout
+    os.remove(ann)
+    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco_copy) + TINY,
+                hooks_dir, ['--no-validate'])
+    assert res.returncode != 0
+    assert 'annotation file not found' in res.stdout
+    assert 'instances_train2017.json' in res.stdout
+
+
+def test_nan_loss_stops_training_naming_the_iteration(coco, hooks_dir,
+                                                      tmp_path):
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    opts = maskrcnn_options(coco) + TINY + ['optim_wrapper.optimizer.lr=1e30']
+    res = train(cfg, str(tmp_path / 'w'), opts, hooks_dir, ['--no-validate'])
+    assert res.returncode != 0
+    assert 'FloatingPointError' in res.stdout
+    assert 'loss became nan at iteration' in res.stdout or \
+        'loss became inf at iteration' in res.stdout
+
+
+def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
+    """FCViT-tiny classifier, iteration-based, with the recipe's random
+    augmentation (RandAugment, erasing, Mixup/CutMix in the main process)
+    and drop-path: killed after the iteration-4 checkpoint and resumed, it
+    ends with the weights of the uninterrupted run, bit for bit."""
+    from mmengine.config import Config
+
+    from fcvit_mm.datasets import make_shapes_dataset
+    from test_classification import small_config
+    data = make_shapes_dataset(str(tmp_path / 'data'), fmt='imagenet',
+                               num_train=8, num_val=3, img_size=64,
+                               seed=0)['root']
+    path = small_config('fcvit_tiny_in1k.py', data, str(tmp_path / 'cfg'))
+    cfg = Config.fromfile(path)
+    cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=6,
+                         val_interval=100)
+    cfg.param_scheduler = [dict(type='CosineAnnealingLR', T_max=6,
+                                by_epoch=False)]
+    cfg.default_hooks.checkpoint = dict(type='CheckpointHook', interval=2,
+                                        by_epoch=False)
+    cfg.train_dataloader.num_workers = 1
+    cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
+    cfg.custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
+                              allow_failed_imports=False)
+    cfg.custom_hooks = []
+    full_cfg = str(tmp_path / 'full_cfg.py')
+    cfg.dump(full_cfg)
+    cfg.custom_hooks = [dict(type='KillAfterCheckpoint', iteration=4)]
+    kill_cfg = str(tmp_path / 'kill_cfg.py')
+    cfg.dump(kill_cfg)
+
+    res = train(full_cfg, str(tmp_path / 'full'), [], hooks_dir,
+                ['--no-validate'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    work = str(tmp_path / 'interrupted')
+    res = train(kill_cfg, work, [], hooks_dir, ['--no-validate'])
+    assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
+    assert osp.exists(osp.join(work, 'iter_4.pth'))
+    res = train(full_cfg, work, [], hooks_dir, ['--no-validate', '--resume'])
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'resumed epoch: 0, iter: 4' in res.stdout
+    full = state_dict(str(tmp_path / 'full' / 'iter_6.pth'))
+    resumed = state_dict(osp.join(work, 'iter_6.pth'))
+    assert set(full) == set(resumed)
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k

@@ -1,0 +1,467 @@
+"""Segmentation (issue 4): the Semantic FPN and UperNet configs on ADE20K.
+
+Every config loads and builds with the recipe it documents, trains a couple
+of iterations on a tiny generated ADE20K-format dataset (the real pipeline at
+64 x 64 crops), reports mIoU, runs under ``dist_train.sh`` with two CPU
+processes, and round-trips through mmseg's inference API with a checkpoint
+written by our ``tools/train.py``.
+"""
+import copy
+import json
+import math
+import os
+import os.path as osp
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import fcvit_mm  # noqa: F401
+from conftest import ROOT
+
+mmseg = pytest.importorskip('mmseg')
+
+from mmengine.config import Config  # noqa: E402
+from mmengine.hooks import Hook  # noqa: E402
+from mmengine.registry import HOOKS  # noqa: E402
+
+SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
+CONFIGS = {
+    'fpn_fcvit_b12_ade20k.py': dict(arch='b12', head='FPNHead', iters=40000,
+                                    batch=4),
+    'fpn_fcvit_b24_ade20k.py': dict(arch='b24', head='FPNHead', iters=40000,
+                                    batch=4),
+    'upernet_fcvit_b12_ade20k.py': dict(arch='b12', head='UPerHead',
+                                        iters=160000, batch=2),
+    'upernet_fcvit_b24_ade20k.py': dict(arch='b24', head='UPerHead',
+                                        iters=160000, batch=2),
+}
+# backbone-only parameter counts of the spec (four output norms)
+DENSE_BACKBONE_PARAMS = {'b12': 14189856, 'b24': 26448256}
+CROP = 32  # training crops; the generated images are 2 x CROP
+# a small FCViT (the spec's mini reference arch) for the runs whose
+# checkpoint no test reads: the heads, data pipeline and optimiser are those
+# of the config, the backbone is cheap (the real variants are built above)
+MINI_ARCH = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
+                 mlp_ratios=[8, 8, 4, 4])
+
+
+@HOOKS.register_module(force=True)
+class SegTestRecorderHook(Hook):
+    """Keeps what the tests check: weights before and after training, the
+    training losses and the validation metrics."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.before, self.after, self.losses, self.metrics = {}, {}, [], []
+
+    @staticmethod
+    def _params(runner):
+        model = runner.model
+        model = getattr(model, 'module', model)
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def before_train(self, runner):
+        self.before = self._params(runner)
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses.append(float(outputs['loss']))
+
+    def after_train(self, runner):
+        self.after = self._params(runner)
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics.append(dict(metrics or {}))
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """The small runs are made of many tiny ops: one intra-op thread is
+    about as fast as two on an idle machine and several times faster on
+    shared, busy cores. Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+# --------------------------------------------------------------------------
+# data and small configs
+# --------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def ade_root(tmp_path_factory):
+    from fcvit_mm.datasets import make_shapes_dataset
+    root = str(tmp_path_factory.mktemp('shapes_ade20k'))
+    info = make_shapes_dataset(root, fmt='ade20k', num_train=4, num_val=2,
+                               img_size=2 * CROP, seed=0)
+    return info['root']
+
+
+def _find(pipeline, type_):
+    found = [t for t in pipeline if t['type'] == type_]
+    assert found, f'{type_} missing from {pipeline}'
+    return found[0]
+
+
+def small_config(name, data_root, work_dir, max_iters=2, arch=None,
+                 pretrained=None, save_checkpoint=False):
+    """The shipped config, shrunk for a CPU: 32 x 32 crops out of images
+    randomly resized to 16..64 pixels, batch 2, ``max_iters`` iterations then
+    validation at 32 x 32. Everything else (model, augmentations, optimiser,
+    schedule shape) is the recipe. ``arch`` replaces the backbone (with the
+    neck / head input widths to match)."""
+    cfg = Config.fromfile(osp.join(SEG_DIR, name))
+    crop = (CROP, CROP)
+    train_pipe = cfg.train_dataloader.dataset.pipeline
+    _find(train_pipe, 'RandomResize').scale = (2 * CROP, CROP)
+    _find(train_pipe, 'RandomCrop').crop_size = crop
+    test_pipe = cfg.test_dataloader.dataset.pipeline
+    _find(test_pipe, 'Resize').scale = (2 * CROP, CROP)
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        loader = cfg[key]
+        loader.dataset.data_root = data_root
+        loader.num_workers = 0
+        loader.persistent_workers = False
+        loader.batch_size = 2 if key == 'train_dataloader' else 1
+    cfg.val_dataloader.dataset.pipeline = test_pipe
+    cfg.model.data_preprocessor.size = crop
+    if arch is not None:
+        from fcvit_mm.models import FCViT
+        dims = FCViT.parse_arch(arch)['embed_dims']
+        cfg.model.backbone.arch = arch
+        if 'neck' in cfg.model:
+            cfg.model.neck.in_channels = list(dims)
+        else:
+            cfg.model.decode_head.in_channels = list(dims)
+        if 'auxiliary_head' in cfg.model:
+            cfg.model.auxiliary_head.in_channels = dims[2]
+    # as shipped, `pretrained = None`: tools/train.py starts from scratch
+    if pretrained is not None:
+        cfg.model.backbone.init_cfg.checkpoint = pretrained
+    cfg.train_cfg.max_iters = max_iters
+    cfg.train_cfg.val_interval = max_iters
+    # compress the schedule so that the few iterations see a real lr (the
+    # UperNet warm-up starts at 1e-6 of it and would last 1500 iterations)
+    for sched in cfg.param_scheduler:
+        if sched.type == 'LinearLR':
+            sched.end = max_iters
+        else:
+            sched.begin = min(sched.begin, max_iters)
+            sched.end = 100
+    cfg.default_hooks.logger.interval = 1
+    # a checkpoint only where a test reads it (they are large: weights and
+    # AdamW state)
+    cfg.default_hooks.checkpoint.interval = max_iters
+    cfg.default_hooks.checkpoint.save_last = save_checkpoint
+    if not save_checkpoint:
+        cfg.default_hooks.checkpoint.interval = max_iters + 1
+    cfg.custom_hooks = [dict(type='SegTestRecorderHook')]
+    cfg.randomness = dict(seed=0)
+    cfg.work_dir = str(work_dir)
+    path = osp.join(str(work_dir), 'small_' + name)
+    os.makedirs(str(work_dir), exist_ok=True)
+    cfg.dump(path)
+    return path
+
+
+_TRAINED = {}
+# the run whose checkpoint the test / inference tests use
+CKPT_CONFIG = 'fpn_fcvit_b12_ade20k.py'
+
+
+def train_small(name, data_root, tmp_root, ref_ckpt):
+    """Train ``name`` for 2 iterations with tools/train.py (once per module).
+
+    The config whose checkpoint other tests read runs as shipped (FCViT-B12
+    from scratch); the others run the mini arch initialised from the
+    reference's dense checkpoint, unconverted (``ref_ckpt``)."""
+    if name not in _TRAINED:
+        from tools.train import main as train_main
+        work_dir = osp.join(tmp_root, name[:-3])
+        real = name == CKPT_CONFIG
+        path = small_config(name, data_root, work_dir,
+                            arch=None if real else MINI_ARCH,
+                            pretrained=None if real else ref_ckpt,
+                            save_checkpoint=real)
+        runner = train_main([path])
+        hook = [h for h in runner.hooks
+                if isinstance(h, SegTestRecorderHook)][0]
+        _TRAINED[name] = dict(config=path, work_dir=work_dir, hook=hook,
+                              checkpoint=osp.join(work_dir, 'iter_2.pth'),
+                              pretrained=not real)
+    return _TRAINED[name]
+
+
+@pytest.fixture(scope='module')
+def train_root(tmp_path_factory):
+    return str(tmp_path_factory.mktemp('seg_train'))
+
+
+@pytest.fixture(scope='module')
+def ref_ckpt(tmp_path_factory, golden):
+    """The spec's mini reference dense checkpoint, as the reference writes
+    them (``network.*`` keys under ``state_dict``), for MINI_ARCH."""
+    assert golden['arch'] == MINI_ARCH
+    path = str(tmp_path_factory.mktemp('ref') / 'fcvit_mini_dense.pth.tar')
+    torch.save({'state_dict': golden['dense']['state_dict']}, path)
+    return path
+
+
+# --------------------------------------------------------------------------
+# configs: load, build, recipe
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_config_loads_and_builds(name):
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    expect = CONFIGS[name]
+    cfg = Config.fromfile(osp.join(SEG_DIR, name))
+    assert cfg.default_scope == 'mmseg'
+    assert cfg.custom_imports == dict(imports=['fcvit_mm'],
+                                      allow_failed_imports=False)
+    assert 'fcvit_mm' in open(osp.join(SEG_DIR, name)).read()
+    # the pretrained checkpoint is one top-level setting that the backbone uses
+    assert 'pretrained' in cfg
+    assert cfg.model.backbone.init_cfg == dict(
+        type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
+    assert cfg.model.backbone.type == 'FCViT'
+    assert cfg.model.backbone.arch == expect['arch']
+    assert cfg.model.decode_head.type == expect['head']
+    assert cfg.model.decode_head.num_classes == 150
+    # one-device friendly norms in every head
+    heads = [cfg.model.decode_head] + (
+        [cfg.model.auxiliary_head] if 'auxiliary_head' in cfg.model else [])
+    for head in heads:
+        assert head.norm_cfg.type == 'BN', head.type
+    assert cfg.model.data_preprocessor.size == (512, 512)
+    assert _find(cfg.train_dataloader.dataset.pipeline,
+                 'RandomCrop').crop_size == (512, 512)
+    assert _find(cfg.train_dataloader.dataset.pipeline,
+                 'LoadAnnotations').reduce_zero_label
+    assert cfg.train_dataloader.batch_size == expect['batch']
+    assert cfg.train_cfg.max_iters == expect['iters']
+    assert cfg.optim_wrapper.optimizer.type == 'AdamW'
+    poly = [s for s in cfg.param_scheduler if s.type == 'PolyLR']
+    assert len(poly) == 1 and poly[0].end == expect['iters']
+    if expect['head'] == 'FPNHead':  # the reference's recipe
+        assert cfg.optim_wrapper.optimizer.lr == 2e-4
+        assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
+        assert poly[0].power == 0.9 and poly[0].eta_min == 0
+        assert cfg.auto_scale_lr.base_batch_size == 32
+    else:
+        assert cfg.auto_scale_lr.base_batch_size == 16
+        assert 'auxiliary_head' in cfg.model
+
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    assert type(model).__name__ == 'EncoderDecoder'
+    n_backbone = sum(p.numel() for p in model.backbone.parameters())
+    assert n_backbone == DENSE_BACKBONE_PARAMS[expect['arch']]
+    assert all(type(m).__name__ != 'SyncBatchNorm' for m in model.modules())
+
+
+def test_bases_are_short_and_shared():
+    """Leaf configs override a few keys over the _base_ pieces."""
+    for name in CONFIGS:
+        text = open(osp.join(SEG_DIR, name)).read()
+        code = [ln for ln in text.splitlines()
+                if ln.strip() and not ln.lstrip().startswith('#')]
+        assert '_base_' in text and len(code) <= 25, name
+
+
+def test_reference_checkpoint_unconverted_through_config(tmp_path, golden):
+    """The config's ``pretrained`` accepts a reference dense checkpoint as
+    published (``network.*`` keys, under ``state_dict``)."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    path = str(tmp_path / 'fcvit_ref_dense.pth.tar')
+    torch.save({'state_dict': golden['dense']['state_dict']}, path)
+    cfg = Config.fromfile(osp.join(SEG_DIR, 'fpn_fcvit_b12_ade20k.py'))
+    cfg.model.backbone.arch = golden['arch']
+    cfg.model.neck.in_channels = list(golden['arch']['embed_dims'])
+    cfg.model.backbone.init_cfg.checkpoint = path
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    model.init_weights()
+    model.eval()
+    with torch.no_grad():
+        outs = model.backbone(golden['input'])
+    for out, ref in zip(outs, golden['dense']['eval_output']):
+        torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
+
+
+def test_upernet_no_decay_on_norms_biases_and_1d(ade_root, tmp_path):
+    """UperNet's paramwise settings: weight decay only on >= 2-D weights."""
+    from mmengine.optim import build_optim_wrapper
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+    cfg = Config.fromfile(osp.join(SEG_DIR, 'upernet_fcvit_b12_ade20k.py'))
+    cfg.model.backbone.arch = 'tiny'
+    cfg.model.decode_head.in_channels = [32, 64, 160, 320]
+    cfg.model.auxiliary_head.in_channels = 160
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    decay = {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            decay[id(p)] = group['weight_decay']
+    names = dict(model.named_parameters())
+    for name, p in names.items():
+        want = 0.0 if p.ndim <= 1 else 0.01
+        assert decay[id(p)] == want, (name, decay[id(p)])
+    # the FCViT-specific 1-D parameters are among those exempted
+    for key in ('layer_scale_1', 'rescale_weight', 'rescale_bias',
+                'norm3.weight', 'patch_embed.norm.bias'):
+        assert any(key in n and decay[id(p)] == 0 for n, p in names.items())
+
+
+# --------------------------------------------------------------------------
+# training, evaluation
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('name', sorted(CONFIGS))
+def test_trains_and_evaluates(name, ade_root, train_root, ref_ckpt,
+                              golden):
+    run = train_small(name, ade_root, train_root, ref_ckpt)
+    hook = run['hook']
+    if run['pretrained']:  # the reference checkpoint was loaded, unconverted
+        from fcvit_mm.models import convert_reference_state_dict
+        ref, _ = convert_reference_state_dict(golden['dense']['state_dict'])
+        params = {k: v for k, v in ref.items()
+                  if 'running_' not in k and 'num_batches' not in k}
+        assert len(params) == sum(
+            k.startswith('backbone.') for k in hook.before)
+        for k, v in params.items():
+            torch.testing.assert_close(hook.before[f'backbone.{k}'], v)
+    assert len(hook.losses) == 2
+    assert all(math.isfinite(x) and x > 0 for x in hook.losses)
+    changed = [k for k in hook.before
+               if not torch.equal(hook.before[k], hook.after[k])]
+    # the backbone's first and last layers and the decode head all moved
+    assert any(k.startswith('backbone.patch_embed') for k in changed)
+    assert len(changed) > 0.9 * len(hook.before)
+    assert any(k.startswith('backbone.stages.3') for k in changed)
+    assert any(k.startswith('decode_head.conv_seg') for k in changed)
+    assert hook.metrics, 'no validation ran'
+    miou = hook.metrics[-1]['mIoU']
+    assert 0.0 <= miou <= 100.0
+    assert osp.isfile(run['checkpoint']) == (name == CKPT_CONFIG)
+
+
+def test_tools_test_reports_miou(ade_root, train_root, ref_ckpt, tmp_path):
+    from tools.test import main as test_main
+    run = train_small(CKPT_CONFIG, ade_root, train_root, ref_ckpt)
+    show_dir = str(tmp_path / 'vis')
+    metrics = test_main([run['config'], run['checkpoint'], '--work-dir',
+                         str(tmp_path), '--show-dir', show_dir])
+    assert set(metrics) >= {'aAcc', 'mIoU', 'mAcc'}
+    assert 0.0 <= metrics['mIoU'] <= 100.0
+    drawn = [f for _, _, fs in os.walk(show_dir) for f in fs
+             if f.endswith('.png')]
+    assert len(drawn) == 2  # one overlay per val image
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def test_dist_train_two_cpu_processes(ade_root, tmp_path):
+    work_dir = tmp_path / 'dist'
+    path = small_config('fpn_fcvit_b12_ade20k.py', ade_root, work_dir,
+                        arch=MINI_ARCH, save_checkpoint=True)
+    cfg = Config.fromfile(path)
+    cfg.custom_hooks = []  # the recorder hook lives in this process only
+    cfg.dump(path)
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
+               OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '2',
+         '--work-dir', str(work_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ckpt = work_dir / 'iter_2.pth'
+    assert ckpt.is_file()
+    logs = [osp.join(dp, f) for dp, _, fs in os.walk(work_dir) for f in fs
+            if f == 'scalars.json']
+    assert logs, 'no scalars.json written'
+    records = [json.loads(line) for line in open(logs[0])]
+    losses = [r['loss'] for r in records if 'loss' in r]
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    assert any('mIoU' in r for r in records)
+    text = proc.stdout + proc.stderr
+    assert 'Distributed training: True' in text and 'GPU number: 2' in text
+
+
+# --------------------------------------------------------------------------
+# mmseg inference API on our config + a checkpoint from our train.py
+# --------------------------------------------------------------------------
+def test_inference_api(ade_root, train_root, ref_ckpt, tmp_path):
+    import cv2
+    from mmseg.apis import (MMSegInferencer, inference_model, init_model,
+                            show_result_pyplot)
+    run = train_small(CKPT_CONFIG, ade_root, train_root, ref_ckpt)
+    # the shipped config; only the test resize is made smaller for a CPU
+    # (the short side goes to 64 instead of 512)
+    # (mmseg's inference_model reads the top-level test_pipeline, the
+    # inferencer the test dataloader's)
+    config = Config.fromfile(osp.join(SEG_DIR, CKPT_CONFIG))
+    for pipeline in (config.test_pipeline,
+                     config.test_dataloader.dataset.pipeline):
+        _find(pipeline, 'Resize').scale = (128, 64)
+    # an image whose sides are not multiples of 32, as a file and an array
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (75, 101, 3), dtype=np.uint8)
+    img_path = str(tmp_path / 'odd.png')
+    cv2.imwrite(img_path, img)
+    val_img = osp.join(ade_root, 'images', 'validation',
+                       sorted(os.listdir(osp.join(ade_root, 'images',
+                                                  'validation')))[0])
+
+    model = init_model(copy.deepcopy(config), run['checkpoint'],
+                       device='cpu')
+    assert len(model.dataset_meta['classes']) == 150
+    state = torch.load(run['checkpoint'], map_location='cpu',
+                       weights_only=True)['state_dict']
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(v, state[k], atol=0, rtol=0)
+    # paths before arrays: mmseg 1.2's inference_model switches the model's
+    # pipeline to LoadImageFromNDArray for good once it has seen an array
+    res_path = inference_model(model, img_path)
+    res_val = inference_model(model, val_img)
+    assert tuple(res_val.pred_sem_seg.data.shape[-2:]) == (2 * CROP,
+                                                           2 * CROP)
+    res_arr = inference_model(model, img)
+    for res in (res_path, res_arr):
+        assert tuple(res.pred_sem_seg.data.shape[-2:]) == (75, 101)
+        assert res.seg_logits.data.shape == (150, 75, 101)
+    # the file and the array hold the same pixels (lossless PNG)
+    torch.testing.assert_close(res_path.seg_logits.data,
+                               res_arr.seg_logits.data)
+
+    out_file = str(tmp_path / 'overlay.png')
+    show_result_pyplot(model, img_path, res_path, show=False,
+                       out_file=out_file)
+    drawn = cv2.imread(out_file)
+    assert drawn is not None and drawn.shape[:2] == (75, 101)
+
+    inferencer = MMSegInferencer(model=copy.deepcopy(config),
+                                 weights=run['checkpoint'], device='cpu')
+    out_dir = str(tmp_path / 'inferencer')
+    result = inferencer([img_path, img], out_dir=out_dir,
+                        return_datasamples=False)
+    preds = result['predictions']
+    assert len(preds) == 2
+    for pred in preds:
+        assert pred.shape == (75, 101)
+    assert np.array_equal(preds[0], res_path.pred_sem_seg.data[0].numpy())
+    vis = [f for f in os.listdir(osp.join(out_dir, 'vis'))
+           if f.endswith('.png') or f.endswith('.jpg')]
+    assert len(vis) == 2
+    for f in vis:
+        assert cv2.imread(osp.join(out_dir, 'vis', f)) is not None
