@@ -13,3 +13,9 @@ test: install
 
 clean-venv:
 	rm -rf $(VENV)
+
+# The main job on generated data: TASK=det (Mask R-CNN, default), seg or cls.
+TASK ?= det
+.PHONY: demo
+demo: install
+	$(PYTHON) tools/demo.py --task $(TASK)

@@ -293,3 +293,11 @@ def test_get_layer_depth():
                                  'backbone.')[0] == total + 1
     assert model.get_layer_depth('head.fc.weight',
                                  'backbone.')[0] == total + 1
+
+
+def test_pretrained_none_starts_from_scratch():
+    model = FCViT(arch='tiny',
+                  init_cfg=dict(type='Pretrained', checkpoint=None))
+    model.init_weights()  # no error: from-scratch init
+    dw = model.stages[0].blocks[0].token_mixer.dw1
+    assert torch.all(dw.bias == 0) and dw.weight.std() > 0

@@ -25,8 +25,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='dump predictions to this file '
                         '(mmseg: a directory of prediction maps)')
     parser.add_argument('--show', action='store_true', help='show results')
-    parser.add_argument('--show-dir', help='dir to save drawn results '
-                        '(relative to the work dir\'s timestamp folder)')
+    parser.add_argument('--show-dir', help='dir to save drawn results (mmdet, '
+                        'mmpretrain: under the run\'s timestamp folder of '
+                        'the work dir; mmseg: as given)')
     parser.add_argument('--wait-time', type=float, default=2,
                         help='the interval of show (s)')
     parser.add_argument('--tta', action='store_true',

@@ -10,6 +10,12 @@ depthwise convolutions plus a "global context" that every position receives,
 weighted by its similarity to the image's mean token. The network is
 convolutional end to end (NCHW tensors throughout).
 
+By default the network runs on channels-last tensors with faster kernels
+(:mod:`fcvit_mm.models.backbones._fast`: same math, checked against this
+file's plain formulation); ``FCViT(fast_path=False)`` runs the plain,
+op-by-op transcription below. Inputs and outputs are ordinary NCHW tensors
+either way.
+
 The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
 the reference implementation's names inside a block, so that its published
@@ -30,6 +36,8 @@ from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import _fast
+
 #: Number of heads ("groups") of the global-context module.
 GC_HEADS = 8
 
@@ -37,6 +45,12 @@ GC_HEADS = 8
 def _gelu(x: torch.Tensor) -> torch.Tensor:
     """Exact (erf) GELU, as the reference uses everywhere."""
     return F.gelu(x)
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """Stored NHWC (and not also plain NCHW-contiguous)."""
+    return (x.dim() == 4 and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last))
 
 
 class GlobalContext(nn.Module):
@@ -80,9 +94,12 @@ class GlobalContext(nn.Module):
         """
         B, C, H, W = x.shape
         g = x.mean(dim=(2, 3))
-        return self._similarity(x, g).view(B, self.heads, H, W)
+        return self._similarity(x, g).reshape(B, self.heads, H, W)
 
     def _similarity(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+        """Scores (B, heads, H*W) of ``x`` against its mean token ``g``."""
+        if _is_channels_last(x):
+            return _fast.gc_similarity(self, x, g)
         B, C, H, W = x.shape
         xh = x.reshape(B, self.heads, self.head_dim, H * W)
         gh = g.reshape(B, self.heads, 1, self.head_dim)
@@ -100,6 +117,12 @@ class GlobalContext(nn.Module):
         u = self.fc1(g).view(B, 2, -1).amax(dim=1)  # competition (maxout)
         v = self.fc2(u).view(B, self.heads, self.head_dim, 1)
         return (s.unsqueeze(2) * v).view(B, C, H, W)
+
+    def add_to(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + self(x)``; one fused product for channels-last ``x``."""
+        if _is_channels_last(x):
+            return _fast.gc_add(self, x)
+        return x + self(x)
 
 
 def _pointwise_mlp(dim: int, hidden: int) -> nn.Sequential:
@@ -159,7 +182,9 @@ class FCViTBlock(nn.Module):
         x = x + DropPath(ls1 * TokenMixer(GN1(x)))
         x = x + DropPath(ls2 * ChannelMixer(GN2(x)))
 
-    GN is a GroupNorm with one group.
+    GN is a GroupNorm with one group. With ``fast_path`` (set by
+    :class:`FCViT`) the block runs :func:`_fast.block_forward` instead, on
+    channels-last tensors.
     """
 
     def __init__(self,
@@ -171,6 +196,7 @@ class FCViTBlock(nn.Module):
                  with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
+        self.fast_path = True
         self.norm1 = nn.GroupNorm(1, dim)
         self.token_mixer = TokenMixer(dim)
         self.norm2 = nn.GroupNorm(1, dim)
@@ -183,6 +209,8 @@ class FCViTBlock(nn.Module):
             DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity())
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return _fast.block_forward(self, x)
         x = x + self.drop_path(
             self.layer_scale_1.view(1, -1, 1, 1) *
             self.token_mixer(self.norm1(x)))
@@ -266,6 +294,12 @@ class FCViT(BaseModule):
             Defaults to ``dict(type='BN')``.
         with_cp (bool): Activation checkpointing per block (saves memory,
             same results). Defaults to False.
+        fast_path (bool): Run the network on channels-last tensors with the
+            fast kernels of :mod:`fcvit_mm.models.backbones._fast` (same
+            math; inputs and outputs stay ordinary NCHW tensors). False runs
+            the plain op-by-op transcription of the reference. Can also be
+            switched on a built model through the ``fast_path`` attribute.
+            Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config. A
             ``Pretrained`` entry accepts this project's checkpoints (with
             ``prefix``) and the reference's checkpoints as published.
@@ -283,6 +317,8 @@ class FCViT(BaseModule):
     }
     arch_keys = ('layers', 'embed_dims', 'mlp_ratios')
     num_stages = 4
+    #: smallest input side (pixels) the backbone accepts
+    min_size = 32
 
     def __init__(self,
                  arch: Union[str, dict] = 'b12',
@@ -295,10 +331,12 @@ class FCViT(BaseModule):
                  layer_scale_init_value: float = 1e-6,
                  norm_cfg: dict = dict(type='BN'),
                  with_cp: bool = False,
+                 fast_path: bool = True,
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         arch = self.parse_arch(arch)
         self.arch = arch
+        self.in_channels = in_channels
         self.layers = list(arch['layers'])
         self.embed_dims = list(arch['embed_dims'])
         self.mlp_ratios = list(arch['mlp_ratios'])
@@ -337,7 +375,19 @@ class FCViT(BaseModule):
         for i in self.out_indices:
             self.add_module(f'norm{i}', nn.GroupNorm(1, self.embed_dims[i]))
 
+        self.fast_path = fast_path
         self._freeze_stages()
+
+    @property
+    def fast_path(self) -> bool:
+        return self._fast_path
+
+    @fast_path.setter
+    def fast_path(self, value: bool):
+        self._fast_path = bool(value)
+        for stage in self.stages:
+            for blk in stage.blocks:
+                blk.fast_path = self._fast_path
 
     # ------------------------------------------------------------------ #
     # argument checking
@@ -418,6 +468,13 @@ class FCViT(BaseModule):
     def init_weights(self):
         init_cfg = self.init_cfg
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+            if not init_cfg.get('checkpoint'):
+                MMLogger.get_current_instance().warning(
+                    'FCViT: init_cfg names no pretrained checkpoint '
+                    '(checkpoint=None): the backbone starts from scratch')
+                self._init_from_scratch()
+                self._is_init = True
+                return
             from fcvit_mm.models.utils import load_pretrained
             load_pretrained(
                 self,
@@ -449,12 +506,31 @@ class FCViT(BaseModule):
     # forward
     # ------------------------------------------------------------------ #
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4:
+            raise ValueError(f'FCViT expects an NCHW batch (B, C, H, W), got '
+                             f'shape {tuple(x.shape)}')
+        if x.shape[1] != self.in_channels:
+            raise ValueError(f'FCViT was built for {self.in_channels} channels'
+                             f', got an input with {x.shape[1]}')
+        if x.shape[2] < self.min_size or x.shape[3] < self.min_size:
+            raise ValueError(
+                f'FCViT needs inputs of at least {self.min_size} x '
+                f'{self.min_size} pixels (four stages, total stride 32), got '
+                f'{x.shape[2]} x {x.shape[3]}')
+        # fast path: channels-last inside, ordinary NCHW outputs
+        fast = self.fast_path
+        x = x.contiguous(
+            memory_format=torch.channels_last if fast else
+            torch.contiguous_format)
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
-                outs.append(getattr(self, f'norm{i}')(x))
+                norm = getattr(self, f'norm{i}')
+                outs.append(
+                    _fast.group_norm(x, norm).contiguous() if fast else
+                    norm(x))
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

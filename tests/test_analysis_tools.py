@@ -1,0 +1,274 @@
+"""tools/analysis: get_flops (hand count of one block), benchmark,
+visualize_similarity."""
+import importlib.util
+import json
+import os.path as osp
+
+import numpy as np
+import pytest
+import torch
+
+import fcvit_mm  # noqa: F401
+from fcvit_mm.models import FCViT
+from fcvit_mm.models.backbones.fcvit import FCViTBlock
+
+from conftest import ROOT
+
+TOOLS = osp.join(ROOT, 'tools', 'analysis')
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(
+        f'_test_{name}', osp.join(TOOLS, f'{name}.py'))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+get_flops = _load('get_flops')
+benchmark = _load('benchmark')
+visualize = _load('visualize_similarity')
+
+CLS_CONFIG = """
+default_scope = 'mmpretrain'
+custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
+data_preprocessor = dict(num_classes=5, mean=[123.675, 116.28, 103.53],
+                         std=[58.395, 57.12, 57.375], to_rgb=True)
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='FCViT', arch='tiny', out_indices=(3, )),
+    neck=dict(type='GlobalAveragePooling'),
+    head=dict(type='LinearClsHead', num_classes=5, in_channels=320,
+              loss=dict(type='CrossEntropyLoss')))
+"""
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads(monkeypatch):
+    """benchmark.main sets the thread count: restore it afterwards; and
+    leave glibc's allocator alone in the test process."""
+    monkeypatch.setattr(benchmark, 'PIN_MMAP_THRESHOLD', False)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # small models: faster on a busy machine
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope='module')
+def cls_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp('cfg') / 'fcvit_tiny_cls_test.py'
+    path.write_text(CLS_CONFIG)
+    return str(path)
+
+
+# ---------------------------------------------------------------------- #
+# get_flops
+# ---------------------------------------------------------------------- #
+def block_hand_count(C, ratio, H, W):
+    """Multiply-adds of one block (fvcore conventions: norms 5 per element,
+    element-wise ops free), the global context by its definition."""
+    N = H * W
+    heads, c = 8, C // 8
+    r = max(C // 8, 16)
+    hidden = C * ratio
+    norm = 5 * C * N
+    gc = (C * N            # mean token
+          + C * N          # similarity: per head <x_n, g> over c channels
+          + 2 * heads * N  # std_mean over heads and positions
+          + C * 2 * c      # fc1
+          + 2 * c          # maxout over the two halves
+          + c * C          # fc2
+          + C * N)         # context: s[h, n] * v[h, c]
+    dw = C * 11 * 11 * N
+    pw_mlp = 2 * C * r * N
+    token_mixer = 2 * (gc + dw + pw_mlp)
+    channel_mixer = C * hidden * N + hidden * 9 * N + hidden * C * N
+    return 2 * norm + token_mixer + channel_mixer, 2 * gc
+
+
+@pytest.mark.parametrize('C,ratio,H,W', [(32, 4, 7, 9), (64, 8, 5, 5)])
+def test_flops_of_one_block_match_hand_count(C, ratio, H, W):
+    block = FCViTBlock(C, ratio)
+    flops, params, skipped = get_flops.count_flops(
+        block, torch.randn(1, C, H, W))
+    expected, gc_part = block_hand_count(C, ratio, H, W)
+    assert flops == expected
+    assert params == sum(p.numel() for p in block.parameters())
+    # the custom handles are what counts the global context
+    from mmengine.analysis import FlopAnalyzer
+    default = FlopAnalyzer(block, (torch.randn(1, C, H, W), ))
+    default.unsupported_ops_warnings(False)
+    default.tracer_warnings('none')
+    assert expected - default.total() == 2 * (
+        C * H * W + 2 * 8 * H * W + 2 * (C // 8) + C * H * W)
+    assert 'aten::std_mean' not in skipped and 'aten::amax' not in skipped
+    assert 'aten::gelu' in skipped  # element-wise stays uncounted
+
+
+def test_outer_product_rule():
+    h = get_flops.outer_product_mul
+
+    class V:  # a jit value stand-in with a shape
+        def __init__(self, shape):
+            self.shape = shape
+
+    import mmengine.analysis.jit_handles as jh
+    orig = jh.get_shape
+    jh.get_shape = lambda v: None if v is None else list(v.shape)
+    try:
+        assert h([V([2, 8, 1, 5]), V([2, 8, 4, 1])], [V([2, 8, 4, 5])]) == 320
+        assert h([V([1, 4, 1, 1]), V([2, 4, 3, 3])], [V([2, 4, 3, 3])]) == 0
+        assert h([V([2, 4]), None], [V([2, 4])]) == 0
+    finally:
+        jh.get_shape = orig
+
+
+def test_get_flops_fcvit_name_and_config(cls_config, capsys):
+    res = get_flops.main(['fcvit-tiny', '--shape', '64'])
+    assert res['params'] == 4_784_752  # the spec's classifier count
+    assert res['shape'] == [64, 64]
+    # the same network from a config: same backbone FLOPs plus a 5-way head
+    res_cfg = get_flops.main([cls_config, '--shape', '64'])
+    head_diff = 320 * 1000 - 320 * 5
+    assert res['flops'] - res_cfg['flops'] == head_diff
+    out = capsys.readouterr().out
+    assert 'FLOPs (multiply-adds)' in out and 'backbone parameters' in out
+    with pytest.raises(ValueError, match='unknown FCViT arch'):
+        get_flops.main(['fcvit-b36'])
+    with pytest.raises(SystemExit):
+        get_flops.main(['fcvit-tiny', '--shape', '1', '2', '3'])
+
+
+# ---------------------------------------------------------------------- #
+# benchmark
+# ---------------------------------------------------------------------- #
+def test_benchmark_models_table_and_memory(tmp_path, capsys):
+    out = tmp_path / 'rows.json'
+    rows = benchmark.main([
+        '--models', 'fcvit-tiny', 'fcvit-tiny-plain', 'fcvit-tiny-cp',
+        '--baseline', 'fcvit-tiny-plain', '--batch', '1', '--size', '64',
+        '--reps', '2', '--warmup', '1', '--memory', '--memory-in', 'process',
+        '--threads', '1', '--json', str(out)])
+    assert len(rows) == 6
+    by = {(r['model'], r['mode']): r for r in rows}
+    for mode in ('inference', 'train'):
+        assert by[('fcvit-tiny-plain', mode)]['ratio'] == pytest.approx(1.0)
+        for name in ('fcvit-tiny', 'fcvit-tiny-cp'):
+            r = by[(name, mode)]
+            assert r['images_per_s'] > 0 and r['params_m'] > 4
+            if osp.exists('/proc/self/clear_refs'):
+                assert r['peak_mem_mb'] is not None
+    saved = json.loads(out.read_text())
+    assert len(saved['rows']) == 6
+    text = capsys.readouterr().out
+    assert 'x fcvit-tiny-plain' in text and 'peak MiB' in text
+    with pytest.raises(ValueError, match='unknown model'):
+        benchmark.main(['--models', 'vgg16', '--reps', '1'])
+
+
+def test_benchmark_memory_in_fresh_process():
+    if not osp.exists('/proc/self/clear_refs'):
+        pytest.skip('needs Linux /proc')
+    rows = benchmark.main([
+        '--models', 'fcvit-tiny', '--batch', '1', '--size', '64',
+        '--mode', 'train', '--reps', '1', '--warmup', '0', '--memory',
+        '--threads', '1'])
+    assert rows[0]['peak_mem_mb'] > 0
+
+
+def test_benchmark_builds_variants():
+    fast = benchmark.build_backbone('fcvit-tiny')
+    plain_cp = benchmark.build_backbone('fcvit-tiny-plain-cp')
+    assert fast.fast_path and not fast.with_cp
+    assert not plain_cp.fast_path and plain_cp.with_cp
+    with pytest.raises(ValueError, match='fcvit-ARCH'):
+        benchmark.build_backbone('fcvit-tiny-fused')
+
+
+def test_benchmark_peak_memory_sees_allocations():
+    if not osp.exists('/proc/self/clear_refs'):
+        pytest.skip('needs Linux /proc')
+    big = benchmark.peak_memory(
+        lambda: torch.ones(64 << 20, dtype=torch.uint8).add_(1), 'cpu')
+    assert big >= 48 << 20
+
+
+def test_benchmark_config_iteration(cls_config):
+    rows = benchmark.main(['--configs', cls_config, '--batch', '2',
+                           '--size', '64', '--reps', '1', '--warmup', '0',
+                           '--threads', '1'])
+    assert {r['mode'] for r in rows} == {'inference', 'train'}
+    assert all(r['images_per_s'] > 0 for r in rows)
+    with pytest.raises(FileNotFoundError, match='not found'):
+        benchmark.main(['--configs', 'no/such/config.py', '--reps', '1'])
+
+
+# ---------------------------------------------------------------------- #
+# visualize_similarity
+# ---------------------------------------------------------------------- #
+def _image(tmp_path):
+    import cv2
+    rng = np.random.default_rng(0)
+    img = np.full((80, 96, 3), 40, np.uint8)
+    img[20:60, 30:70] = (30, 200, 240)  # a bright square
+    img = np.clip(img + rng.integers(0, 20, img.shape), 0, 255)
+    path = tmp_path / 'img.png'
+    cv2.imwrite(str(path), img.astype(np.uint8))
+    return str(path)
+
+
+def test_visualize_similarity_from_config(tmp_path, cls_config):
+    import cv2
+    model, backbone = visualize.build(cls_config)
+    torch.manual_seed(0)
+    backbone.init_weights()
+    ckpt = tmp_path / 'model.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {}}, ckpt)
+    out = tmp_path / 'vis' / 'sim.png'
+    maps = visualize.main([cls_config, str(ckpt), _image(tmp_path),
+                           '--out', str(out), '--size', '64', '96'])
+    # the last block (stage 3, stride 32): 8 heads of 2 x 3
+    assert tuple(maps.shape) == (8, 2, 3)
+    grid = cv2.imread(str(out))
+    assert grid is not None and grid.shape[0] > 3 * 64
+    # the maps are GlobalContext.similarity of the block's input, with the
+    # checkpoint's weights
+    model2, bb2 = visualize.build(cls_config)
+    visualize.load_weights(model2, bb2, str(ckpt))
+    blk = bb2.stages[3].blocks[-1]
+    seen = {}
+    blk.token_mixer.gc1.register_forward_pre_hook(
+        lambda m, a: seen.setdefault('x', a[0]))
+    bb2.eval()
+    img = visualize.read_image(_image(tmp_path), (64, 96))
+    with torch.no_grad():
+        bb2.fast_path = False
+        bb2(visualize.to_input(model2, img))
+        ref = blk.token_mixer.gc1.similarity(seen['x'])[0]
+    torch.testing.assert_close(maps, ref)
+
+
+def test_visualize_similarity_backbone_checkpoint_and_errors(tmp_path):
+    model = FCViT(arch='tiny')
+    model.init_weights()
+    ckpt = tmp_path / 'backbone.pth'
+    torch.save(model.state_dict(), ckpt)
+    out = tmp_path / 'sim2.png'
+    maps = visualize.main(['fcvit-tiny', str(ckpt), _image(tmp_path),
+                           '--out', str(out), '--block', '1.0', '--gc', '2',
+                           '--size', '64', '64'])
+    assert tuple(maps.shape) == (8, 8, 8) and out.exists()
+    # the saved weights were used (not a fresh random init)
+    img = visualize.read_image(_image(tmp_path), (64, 64))
+    ref = visualize.similarity_maps(model, model.stages[1].blocks[0],
+                                    visualize.to_input(model, img), 2)
+    torch.testing.assert_close(maps, ref)
+    with pytest.raises(ValueError, match='does not name a block'):
+        visualize.main(['fcvit-tiny', str(ckpt), _image(tmp_path),
+                        '--out', str(out), '--block', '7.0'])
+    with pytest.raises(FileNotFoundError, match='cannot read image'):
+        visualize.main(['fcvit-tiny', str(ckpt), str(tmp_path / 'no.png'),
+                        '--out', str(out)])
+    with pytest.raises(FileNotFoundError, match='checkpoint not found'):
+        visualize.main(['fcvit-tiny', str(tmp_path / 'none.pth'),
+                        _image(tmp_path), '--out', str(out)])

@@ -1,0 +1,105 @@
+"""`make demo` end to end, shortened: generated data, tools/train.py,
+tools/test.py, the curves and prediction PNGs and the summary, for the three
+tasks (a few iterations each, so the metrics are not checked for learning)."""
+import importlib.util
+import json
+import os.path as osp
+
+import cv2
+import pytest
+
+ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+
+
+def _demo():
+    spec = importlib.util.spec_from_file_location(
+        'fcvit_mm_demo', osp.join(ROOT, 'tools', 'demo.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_thread():
+    # tiny models: one thread is as fast, and far faster on a busy machine
+    import torch
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def _valid_png(path):
+    assert osp.isfile(path), path
+    with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    img = cv2.imread(path)
+    assert img is not None and img.ndim == 3
+    assert img.shape[0] >= 64 and img.shape[1] >= 64
+    assert img.std() > 0  # something is drawn
+    return img
+
+
+@pytest.mark.parametrize('task,metric,top', [
+    ('det', 'bbox AP@0.5', 1.0), ('seg', 'mIoU', 100.0),
+    ('cls', 'top-1', 100.0)])
+def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
+    demo = _demo()
+    work_dir = tmp_path / 'work'
+    summary = demo.main([
+        '--task', task, '--work-dir', str(work_dir), '--data-root',
+        str(tmp_path / 'data'), '--num-train', '8', '--num-val', '4',
+        '--max-iters', '3', '--val-interval', '3', '--num-show', '3',
+        '--num-workers', '0', '--threads', '1', '--cfg-options',
+        'train_dataloader.batch_size=2', 'val_dataloader.batch_size=2',
+        'test_dataloader.batch_size=2'])
+    # the data were generated in the task's real layout
+    layout = dict(det='coco', seg='ade20k', cls='imagenet')[task]
+    assert summary['data_root'] == str(tmp_path / 'data' / layout)
+    assert osp.isfile(osp.join(summary['data_root'], 'shapes_meta.json'))
+    # trained for the asked budget with tools/train.py, config in work dir
+    assert summary['max_iters'] == 3 and summary['batch_size'] == 2
+    assert osp.isfile(summary['checkpoint'])
+    assert summary['checkpoint'].endswith('iter_3.pth')
+    assert osp.dirname(summary['config']) == str(work_dir)
+    # evaluated: the task's metric in its range
+    assert 0.0 <= summary['metrics'][metric] <= top
+    # the log has training losses and validation metrics for the curves
+    train, val = demo._read_scalars(summary['log_dir'])
+    assert len(train) == 3 and all('loss' in r for r in train)
+    assert len(val) == 1 and val[0]['step'] == 3
+    _valid_png(summary['curves'])
+    # prediction pictures: ground truth | prediction, per val image
+    assert len(summary['predictions']) == 3
+    for path in summary['predictions']:
+        assert osp.dirname(path) == str(work_dir / 'predictions')
+        _valid_png(path)
+    _valid_png(summary['predictions_overview'])
+    with open(work_dir / 'summary.json') as f:
+        assert json.load(f)['metrics'] == summary['metrics']
+    out = capsys.readouterr().out
+    assert 'final metrics on the val split' in out
+    assert metric in out and summary['curves'] in out
+
+
+def test_schedule_rescaled():
+    from mmengine.config import Config
+    demo = _demo()
+    cfg = Config.fromfile(osp.join(
+        ROOT, demo.TASKS['det']['config']))
+    old_max = cfg.train_cfg.max_iters
+    warmup_end = cfg.param_scheduler[0]['end']
+    demo._rescale_schedule(cfg, old_max // 4, None)
+    assert cfg.train_cfg.max_iters == old_max // 4
+    assert cfg.param_scheduler[0]['end'] == round(warmup_end / 4)
+    assert cfg.param_scheduler[-1]['end'] == old_max // 4
+    assert cfg.train_cfg.val_interval <= old_max // 4
+    assert cfg.default_hooks.checkpoint.interval == \
+        cfg.train_cfg.val_interval
+
+
+def test_bad_arguments():
+    demo = _demo()
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--task', 'panoptic'])
+    with pytest.raises(SystemExit):
+        demo.parse_args(['--max-iters', '0'])

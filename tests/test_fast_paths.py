@@ -1,0 +1,285 @@
+"""The fast execution paths against the plain formulation: outputs and
+gradients, several shapes, train and eval, float64 (the algebra) and float32
+(the kernels actually used)."""
+import copy
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import fcvit_mm  # noqa: F401
+from fcvit_mm.models import FCViT
+from fcvit_mm.models.backbones import _fast
+from fcvit_mm.models.backbones.fcvit import FCViTBlock, GlobalContext
+
+MINI = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
+            mlp_ratios=[8, 8, 4, 4])
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Small tensors: one thread is faster (and immune to a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _randomize(module, seed=0):
+    """Every parameter and BN statistic away from its init, so that each
+    branch (layer scales, GC affines, norms) matters."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if 'layer_scale' in name or 'rescale' in name or 'norm' in name:
+                p.copy_(0.5 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) *
+                        (1. / max(1, p[0].numel())**0.5))
+        for name, b in module.named_buffers():
+            if 'running_var' in name:
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif 'running_mean' in name:
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return module
+
+
+def assert_rel_close(actual, expected, rtol, name=''):
+    """Max-abs error relative to the largest magnitude of ``expected``."""
+    assert actual.shape == expected.shape, name
+    scale = expected.abs().max().clamp_min(1e-30)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err <= rtol, f'{name}: relative error {err:.2e} > {rtol:.0e}'
+
+
+def _run(model, x, train):
+    model.train(train)
+    x = x.clone().requires_grad_(True)
+    outs = model(x)
+    outs = outs if isinstance(outs, (tuple, list)) else (outs, )
+    # a loss that weighs every position differently
+    loss = sum((o * torch.linspace(-1, 1, o.numel(), dtype=o.dtype,
+                                   device=o.device).view(
+        o.shape)).sum() + o.square().sum() for o in outs)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()
+             if p.grad is not None}
+    grads['input'] = x.grad.clone()
+    return [o.detach() for o in outs], grads
+
+
+def _compare(fast, plain, x, train, rtol, skip=()):
+    out_f, g_f = _run(fast, x, train)
+    out_p, g_p = _run(plain, x, train)
+    assert len(out_f) == len(out_p)
+    for i, (a, b) in enumerate(zip(out_f, out_p)):
+        assert_rel_close(a, b, rtol, f'output {i}')
+    assert sorted(g_f) == sorted(g_p)
+    for n in g_p:
+        if any(s in n for s in skip):
+            continue
+        assert_rel_close(g_f[n], g_p[n], rtol, f'grad {n}')
+
+
+# conv biases right before a train-mode BatchNorm have a zero gradient in
+# exact arithmetic: both paths give rounding noise there
+BN_BIASES = ('proj.bias', )
+
+
+@pytest.mark.parametrize('dim,hw,batch', [(32, (7, 9), 2), (64, (6, 7), 2),
+                                          (16, (3, 5), 1)])
+@pytest.mark.parametrize('train', [False, True])
+def test_block_float64_exact_algebra(dim, hw, batch, train):
+    torch.manual_seed(0)
+    plain = _randomize(FCViTBlock(dim, 4, layer_scale_init_value=1.)).double()
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(batch, dim, *hw, dtype=torch.float64)
+    _compare(fast, plain, x, train, rtol=1e-10)
+
+
+@pytest.mark.parametrize('hw', [(12, 20), (5, 5)])
+@pytest.mark.parametrize('train', [False, True])
+def test_block_float32_kernels(hw, train):
+    torch.manual_seed(1)
+    plain = _randomize(FCViTBlock(48, 8, layer_scale_init_value=1.))
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 48, *hw)
+    _compare(fast, plain, x, train, rtol=1e-5)
+
+
+def test_block_eval_no_grad_uses_fused_kernels(monkeypatch):
+    """In inference (CPU, float32, no autograd) the oneDNN fused kernels run
+    and give the plain result."""
+    calls = []
+    orig = _fast._mkldnn_fusable
+
+    def spy(*args):
+        ok = orig(*args)
+        calls.append(ok)
+        return ok
+
+    monkeypatch.setattr(_fast, '_mkldnn_fusable', spy)
+    plain = _randomize(FCViTBlock(32, 8, layer_scale_init_value=1.)).eval()
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 32, 10, 13)
+    with torch.no_grad():
+        ref = plain(x)
+        out = fast(x)
+    assert_rel_close(out, ref, 1e-5)
+    if torch.backends.mkldnn.is_available():
+        assert calls and all(calls)
+    # with autograd on, the differentiable kernels are used
+    calls.clear()
+    fast(x.requires_grad_())
+    assert calls and not any(calls)
+
+
+@pytest.mark.parametrize('size', [(64, 80), (41, 35)])
+@pytest.mark.parametrize('train', [False, True])
+def test_backbone_fast_equals_plain(size, train):
+    torch.manual_seed(2)
+    plain = _randomize(FCViT(arch=MINI, fast_path=False))
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 3, *size)
+    _compare(fast, plain, x, train, rtol=1e-5, skip=BN_BIASES)
+
+
+def test_backbone_outputs_are_plain_nchw():
+    model = FCViT(arch=MINI).eval()
+    with torch.no_grad():
+        outs = model(torch.randn(1, 3, 64, 64))
+        outs_cl = model(torch.randn(1, 3, 64, 64).contiguous(
+            memory_format=torch.channels_last))
+    for o in outs + outs_cl:
+        assert o.is_contiguous()
+    with pytest.raises(ValueError, match='4 dims'):
+        model(torch.randn(3, 64, 64))
+
+
+def test_drop_path_same_random_draws():
+    """Stochastic depth draws one mask per sample and branch in the same
+    order on both paths, so with the same seed they agree."""
+    plain = _randomize(FCViT(arch=MINI, drop_path_rate=0.5,
+                             fast_path=False))
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(4, 3, 48, 48)
+    torch.manual_seed(3)
+    out_f, g_f = _run(fast, x, True)
+    torch.manual_seed(3)
+    out_p, g_p = _run(plain, x, True)
+    for a, b in zip(out_f, out_p):
+        assert_rel_close(a, b, 1e-5)
+    assert_rel_close(g_f['input'], g_p['input'], 1e-5)
+    # and the masks really dropped something: another seed differs
+    torch.manual_seed(4)
+    out_q, _ = _run(plain, x, True)
+    assert (out_q[-1] - out_p[-1]).abs().max() > 1e-3
+
+
+def test_chunked_channel_mixer(monkeypatch):
+    """Batch chunks (forced small here) change nothing."""
+    monkeypatch.setattr(_fast, 'CHUNK_BYTES', 1)
+    plain = _randomize(FCViTBlock(32, 4, layer_scale_init_value=1.))
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    assert _fast._chunk_size(torch.zeros(3, 8, 8, 32), 128) == 1
+    x = torch.randn(3, 32, 8, 8)
+    _compare(fast, plain, x, True, rtol=1e-5)
+    _compare(fast, plain, x, False, rtol=1e-5)
+
+
+def test_with_cp_on_fast_path():
+    ref = _randomize(FCViT(arch=MINI))
+    cpm = copy.deepcopy(ref)
+    for m in cpm.modules():
+        if hasattr(m, 'with_cp'):
+            m.with_cp = True
+    x = torch.randn(2, 3, 64, 96)
+    _compare(cpm, ref, x, True, rtol=1e-6, skip=BN_BIASES)
+
+
+@pytest.mark.parametrize('kernel,hw', [(11, (14, 14)), (11, (7, 7)),
+                                       (11, (3, 9)), (7, (10, 6)),
+                                       ((5, 3), (6, 11))])
+def test_fft_depthwise_weight_grad(kernel, hw):
+    k = (kernel, kernel) if isinstance(kernel, int) else kernel
+    pad = (k[0] // 2, k[1] // 2)
+    C = 6
+    x = torch.randn(3, C, *hw, dtype=torch.float64)
+    w = torch.randn(C, 1, *k, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(3, C, *hw, dtype=torch.float64)
+    F.conv2d(x, w, None, 1, pad, 1, C).backward(gy)
+    got = _fast.depthwise_weight_grad_fft(x, gy, k, pad)
+    torch.testing.assert_close(got, w.grad, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
+def test_depthwise_conv_function_gradients(dtype):
+    conv = nn.Conv2d(8, 8, 11, padding=5, groups=8).to(dtype)
+    x = torch.randn(2, 8, 9, 12, dtype=dtype).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    y = _fast.depthwise_conv(x, conv)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    gy = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), gy)
+    x2 = x.detach().contiguous().requires_grad_()
+    ref = torch.autograd.grad(conv(x2), (x2, conv.weight, conv.bias), gy)
+    rtol = 1e-10 if dtype == torch.float64 else 1e-5
+    assert_rel_close(y, conv(x2), rtol)
+    for a, b, n in zip(got, ref, ('input', 'weight', 'bias')):
+        assert_rel_close(a, b, rtol, n)
+    if dtype == torch.float64:
+        assert torch.autograd.gradcheck(
+            lambda t, w, b: _fast._DepthwiseConvFFTGrad.apply(
+                t, w, b, (2, 1)),
+            (torch.randn(1, 2, 4, 5, dtype=dtype, requires_grad=True),
+             torch.randn(2, 1, 5, 3, dtype=dtype, requires_grad=True),
+             torch.randn(2, dtype=dtype, requires_grad=True)))
+
+
+def test_global_context_channels_last():
+    torch.manual_seed(5)
+    gc = _randomize(GlobalContext(64)).double()
+    x = torch.randn(2, 64, 6, 9, dtype=torch.float64)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gc.similarity(x_cl), gc.similarity(x))
+    out = gc.add_to(x_cl)
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out, x + gc(x))
+    torch.testing.assert_close(gc.add_to(x), x + gc(x))
+
+
+def test_fast_path_switch_propagates():
+    model = FCViT(arch='tiny')
+    blocks = [b for s in model.stages for b in s.blocks]
+    assert model.fast_path and all(b.fast_path for b in blocks)
+    model.fast_path = False
+    assert not any(b.fast_path for b in blocks)
+    other = FCViT(arch='tiny', fast_path=False)
+    assert not other.stages[0].blocks[0].fast_path
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('train', [False, True])
+def test_cuda_fast_equals_plain_and_autocast_runs(train):
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    plain = _randomize(FCViT(arch=MINI, fast_path=False)).cuda()
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 3, 64, 80, device='cuda')
+    _compare(fast, plain, x, train, rtol=1e-4, skip=BN_BIASES)
+    fast.train(train)
+    with torch.autocast('cuda', dtype=torch.bfloat16):
+        outs = fast(x)
+    assert all(torch.isfinite(o).all() for o in outs)
