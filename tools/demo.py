@@ -279,7 +279,7 @@ def _save_grid(panels, path, cols=2):
 
 
 def draw_det(dump_file, ann_file, img_dir, out_dir, classes, num_show,
-             score_thr=0.5):
+             score_thr=0.3):
     import cv2
     import numpy as np
     from mmengine.fileio import load

@@ -61,4 +61,5 @@ default_hooks = dict(
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1,
                     save_last=True))
 log_processor = dict(by_epoch=False)
+randomness = dict(seed=0)  # the same run every time (up to float noise)
 work_dir = './work_dirs/demo_cls'

@@ -68,4 +68,5 @@ default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1,
                     save_last=True))
+randomness = dict(seed=0)  # the same run every time (up to float noise)
 work_dir = './work_dirs/demo_seg'

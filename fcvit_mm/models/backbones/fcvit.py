@@ -507,7 +507,7 @@ class FCViT(BaseModule):
     # ------------------------------------------------------------------ #
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
-            raise ValueError(f'FCViT expects an NCHW batch (B, C, H, W), got '
+            raise ValueError(f'FCViT expects an NCHW batch (B, C, H, W: 4 dims), got '
                              f'shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
             raise ValueError(f'FCViT was built for {self.in_channels} channels'
