@@ -3,6 +3,7 @@ tools/test.py, the curves and prediction PNGs and the summary, for the three
 tasks (a few iterations each, so the metrics are not checked for learning)."""
 import importlib.util
 import json
+import os
 import os.path as osp
 
 import cv2
@@ -79,6 +80,28 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
     out = capsys.readouterr().out
     assert 'final metrics on the val split' in out
     assert metric in out and summary['curves'] in out
+    if task == 'det':
+        _check_similarity_maps(tmp_path, summary)
+
+
+def _check_similarity_maps(tmp_path, summary):
+    """tools/analysis/visualize_similarity.py on the demo's trained
+    detector: 8 heads of the last block over a val image, as a grid PNG."""
+    spec = importlib.util.spec_from_file_location(
+        'fcvit_mm_vis', osp.join(ROOT, 'tools', 'analysis',
+                                 'visualize_similarity.py'))
+    vis = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(vis)
+    img_dir = osp.join(summary['data_root'], 'val2017')
+    image = osp.join(img_dir, sorted(os.listdir(img_dir))[0])
+    out = str(tmp_path / 'sim.png')
+    maps = vis.main([summary['config'], summary['checkpoint'], image,
+                     '--out', out, '--size', '128', '128'])
+    # FCViT-tiny's last block works at stride 32: 4 x 4 tokens per head
+    assert tuple(maps.shape) == (8, 4, 4)
+    assert bool(maps.isfinite().all()) and float(maps.std()) > 0
+    grid = _valid_png(out)
+    assert grid.shape[1] > 3 * 128  # the image and the head maps
 
 
 def test_schedule_rescaled():

@@ -9,9 +9,9 @@ custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
 data_root = 'data/shapes/imagenet/'
 classes = ('circle', 'square', 'triangle')
-img_scale = (128, 128)
-max_iters = 300
-val_interval = 100
+img_scale = (64, 64)
+max_iters = 800
+val_interval = 200
 
 data_preprocessor = dict(num_classes=len(classes))
 model = dict(
@@ -36,7 +36,7 @@ test_pipeline = [
 ]
 # the ImageNet dataset class reads the layout (meta/{train,val}.txt)
 train_dataloader = dict(
-    batch_size=16, num_workers=1,
+    batch_size=32, num_workers=1,
     dataset=dict(data_root=data_root, metainfo=dict(classes=classes),
                  pipeline=train_pipeline))
 val_dataloader = dict(
@@ -55,7 +55,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=30,
          end=max_iters)
 ]
-auto_scale_lr = dict(base_batch_size=16)
+optim_wrapper = dict(optimizer=dict(lr=2e-3))
+auto_scale_lr = dict(base_batch_size=32)
 default_hooks = dict(
     logger=dict(interval=20, log_metric_by_epoch=False),
     checkpoint=dict(by_epoch=False, interval=val_interval, max_keep_ckpts=1,

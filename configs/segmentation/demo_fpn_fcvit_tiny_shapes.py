@@ -18,8 +18,8 @@ metainfo = dict(classes=classes,
                          (60, 180, 75)])
 img_scale = (128, 128)
 channels = 64  # FPN width (256 on ADE20K) and head width (128)
-max_iters = 400
-val_interval = 100
+max_iters = 600
+val_interval = 150
 
 model = dict(
     data_preprocessor=dict(size=img_scale),
@@ -56,7 +56,7 @@ val_dataloader = dict(batch_size=8, num_workers=1,
 test_dataloader = val_dataloader
 
 train_cfg = dict(max_iters=max_iters, val_interval=val_interval)
-optim_wrapper = dict(optimizer=dict(lr=1e-3, weight_decay=0.01))
+optim_wrapper = dict(optimizer=dict(lr=2e-3, weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0,
          end=50),
