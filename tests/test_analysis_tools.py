@@ -1,6 +1,5 @@
 """tools/analysis: get_flops (hand count of one block), benchmark,
 visualize_similarity."""
-import importlib.util
 import json
 import os.path as osp
 
@@ -11,18 +10,11 @@ import torch
 import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.backbones.fcvit import FCViTBlock
-
-from conftest import ROOT
-
-TOOLS = osp.join(ROOT, 'tools', 'analysis')
+from helpers import load_tool
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f'_test_{name}', osp.join(TOOLS, f'{name}.py'))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool('analysis/' + name)
 
 
 get_flops = _load('get_flops')

@@ -1,23 +1,19 @@
 """`make demo` end to end, shortened: generated data, tools/train.py,
 tools/test.py, the curves and prediction PNGs and the summary, for the three
 tasks (a few iterations each, so the metrics are not checked for learning)."""
-import importlib.util
 import json
 import os
 import os.path as osp
 
 import cv2
 import pytest
+from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 
 def _demo():
-    spec = importlib.util.spec_from_file_location(
-        'fcvit_mm_demo', osp.join(ROOT, 'tools', 'demo.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('demo')
 
 
 @pytest.fixture
@@ -87,11 +83,7 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
 def _check_similarity_maps(tmp_path, summary):
     """tools/analysis/visualize_similarity.py on the demo's trained
     detector: 8 heads of the last block over a val image, as a grid PNG."""
-    spec = importlib.util.spec_from_file_location(
-        'fcvit_mm_vis', osp.join(ROOT, 'tools', 'analysis',
-                                 'visualize_similarity.py'))
-    vis = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(vis)
+    vis = load_tool('analysis/visualize_similarity')
     img_dir = osp.join(summary['data_root'], 'val2017')
     image = osp.join(img_dir, sorted(os.listdir(img_dir))[0])
     out = str(tmp_path / 'sim.png')

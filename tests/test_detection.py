@@ -20,6 +20,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from helpers import load_tool
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG_DIR = osp.join(ROOT, 'configs', 'detection')
@@ -142,17 +143,6 @@ def scalars(work_dir):
 def state_dict(path):
     from fcvit_mm.utils.checkpoint import safe_load
     return safe_load(path)['state_dict']
-
-
-def load_tool(name):
-    """tools/<name>.py as a module (``test`` would clash with the stdlib's
-    ``test`` package if imported by name)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        f'fcvit_tools_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def free_port():

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fcvit_mm.datasets import SHAPES_CLASSES, make_shapes_dataset
+from helpers import load_tool
 
 SMALL = dict(num_train=6, num_val=3, img_size=64)
 
@@ -217,13 +218,8 @@ def test_imagenet_with_mmpretrain(tmp_path):
         assert SHAPES_CLASSES[item['gt_label']] == folder
 
 
-def test_command_line(tmp_path, capsys, repo_root):
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        'make_shapes', osp.join(repo_root, 'tools', 'dataset_converters',
-                                'make_shapes.py'))
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+def test_command_line(tmp_path, capsys):
+    tool = load_tool('dataset_converters/make_shapes')
     results = tool.main([str(tmp_path), '--format', 'coco', 'imagenet',
                          '--num-train', '3', '--num-val', '2',
                          '--img-size', '48', '--seed', '5'])

@@ -8,22 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from helpers import load_tool
 from mmengine.config import Config
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 TOOLS = osp.join(ROOT, 'tools')
 MASKRCNN_B12 = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
-
-
-def load_tool(name):
-    """tools/<name>.py as a module (``test`` would clash with the stdlib's
-    ``test`` package if imported by name)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        f'fcvit_tools_{name}', osp.join(TOOLS, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 train_tool = load_tool('train')
