@@ -260,3 +260,15 @@ def test_slurm_commands(tmp_path, script, args, tail):
     i = argv.index('py')
     assert argv[i + 1] == '-u'
     assert [osp.basename(argv[i + 2])] + argv[i + 3:] == tail
+
+
+def test_shutdown_distributed_destroys_the_group(tmp_path):
+    import torch.distributed as dist
+
+    from fcvit_mm.engine import shutdown_distributed
+    assert shutdown_distributed() is False  # nothing to do without a group
+    dist.init_process_group('gloo', init_method=f'file://{tmp_path}/store',
+                            rank=0, world_size=1)
+    assert dist.is_initialized()
+    assert shutdown_distributed() is True
+    assert not dist.is_initialized()

@@ -125,3 +125,5 @@ def main(argv=None):
 
 if __name__ == '__main__':
     main()
+    from fcvit_mm.engine import shutdown_distributed
+    shutdown_distributed(exit_process=True)

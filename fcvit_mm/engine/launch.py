@@ -76,6 +76,36 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     return True
 
 
+def shutdown_distributed(exit_process: bool = False) -> bool:
+    """End a distributed run cleanly: wait for every rank, then destroy the
+    process group.
+
+    mmengine leaves the group to the interpreter's exit, where the order in
+    which torch's C++ objects are torn down is not fixed; with gloo on CPU a
+    rank was seen to abort there ("terminate called without an active
+    exception", exit -6) after a run that had finished. The tools call this
+    once the runner is done, with ``exit_process=True``: after the group is
+    gone, logs and standard streams are flushed and the process ends with
+    status 0 without the interpreter's teardown.
+
+    Returns:
+        bool: whether there was a process group to destroy (only returns
+        when ``exit_process`` is False or there was none).
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+    if exit_process:
+        import logging
+        import sys
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return True
+
+
 def _visualizer_exists(cls, name: str) -> bool:
     # every ManagerMixin class keeps its own instances: look at subclasses
     if name in getattr(cls, '_instance_dict', {}):
