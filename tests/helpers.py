@@ -1,6 +1,12 @@
 """Helpers shared by the tests (importable: pytest puts tests/ on sys.path)."""
 import importlib.util
 import os.path as osp
+import socket
+
+import pytest
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
@@ -15,3 +21,64 @@ def load_tool(path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def find_transform(pipeline, type_):
+    """The first transform of ``type_`` in a data pipeline (a failed
+    assertion naming the pipeline if there is none)."""
+    found = [t for t in pipeline if t['type'] == type_]
+    assert found, f'{type_} missing from {pipeline}'
+    return found[0]
+
+
+def free_port():
+    """A TCP port free on this machine right now (for MASTER_PORT)."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(autouse=True, scope='module')
+def one_thread():
+    """One intra-op thread in the importing module (import the fixture
+    there): its small runs are made of many tiny ops, about as fast on one
+    thread as on two on an idle machine and several times faster on shared,
+    busy cores (two OpenMP threads wait on each other behind other jobs).
+    Restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@HOOKS.register_module(force=True)
+class TrainRecorderHook(Hook):
+    """Keeps what the tests check of a run: weights before and after
+    training, the training losses, the learning rate the optimiser started
+    from and the validation metrics."""
+    priority = 'LOWEST'
+
+    def __init__(self):
+        self.before, self.after, self.losses, self.metrics = {}, {}, [], []
+        self.base_lr = None
+
+    @staticmethod
+    def _params(runner):
+        model = runner.model
+        model = getattr(model, 'module', model)
+        return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+    def before_train(self, runner):
+        self.before = self._params(runner)
+        group = runner.optim_wrapper.optimizer.param_groups[0]
+        self.base_lr = group.get('initial_lr', group['lr'])
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        self.losses.append(float(outputs['loss']))
+
+    def after_train(self, runner):
+        self.after = self._params(runner)
+
+    def after_val_epoch(self, runner, metrics=None):
+        self.metrics.append(dict(metrics or {}))

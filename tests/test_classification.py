@@ -24,8 +24,9 @@ from conftest import ROOT
 mmpretrain = pytest.importorskip('mmpretrain')
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-from mmengine.registry import HOOKS  # noqa: E402
+# one_thread: an autouse fixture for this module
+from helpers import (TrainRecorderHook, find_transform,  # noqa: E402
+                     one_thread)  # noqa: F401
 
 CLS_DIR = osp.join(ROOT, 'configs', 'classification')
 CONFIGS = {
@@ -40,55 +41,6 @@ CONFIGS = {
 }
 SIZE = 32  # training / test crops of the small runs
 SHAPES = ('circle', 'square', 'triangle')
-
-
-@HOOKS.register_module(force=True)
-class ClsTestRecorderHook(Hook):
-    """Keeps what the tests check: weights before and after training, the
-    losses, the learning rate the optimiser started from, val metrics."""
-    priority = 'LOWEST'
-
-    def __init__(self):
-        self.before, self.after, self.losses, self.metrics = {}, {}, [], []
-        self.base_lr = None
-
-    @staticmethod
-    def _params(runner):
-        model = runner.model
-        model = getattr(model, 'module', model)
-        return {k: v.detach().clone() for k, v in model.named_parameters()}
-
-    def before_train(self, runner):
-        self.before = self._params(runner)
-        group = runner.optim_wrapper.optimizer.param_groups[0]
-        self.base_lr = group.get('initial_lr', group['lr'])
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
-        self.losses.append(float(outputs['loss']))
-
-    def after_train(self, runner):
-        self.after = self._params(runner)
-
-    def after_val_epoch(self, runner, metrics=None):
-        self.metrics.append(dict(metrics or {}))
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The small runs are made of many tiny ops: one intra-op thread is
-    about as fast as two on an idle machine and several times faster on
-    shared, busy cores. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _find(pipeline, type_):
-    found = [t for t in pipeline if t['type'] == type_]
-    assert found, f'{type_} missing from {pipeline}'
-    return found[0]
 
 
 @pytest.fixture(scope='module')
@@ -106,11 +58,11 @@ def small_config(name, data_root, work_dir, arch=None, num_classes=3,
     images in batches of 4 (two iterations, one epoch), 3 val images. The
     augmentations, loss, optimiser and schedule shape are the recipe's."""
     cfg = Config.fromfile(osp.join(config_dir, name))
-    _find(cfg.train_dataloader.dataset.pipeline,
+    find_transform(cfg.train_dataloader.dataset.pipeline,
           'RandomResizedCrop').scale = SIZE
     test_pipe = cfg.test_dataloader.dataset.pipeline
-    _find(test_pipe, 'ResizeEdge').scale = SIZE * 8 // 7
-    _find(test_pipe, 'CenterCrop').crop_size = SIZE
+    find_transform(test_pipe, 'ResizeEdge').scale = SIZE * 8 // 7
+    find_transform(test_pipe, 'CenterCrop').crop_size = SIZE
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[key]
         loader.dataset.data_root = data_root
@@ -141,7 +93,7 @@ def small_config(name, data_root, work_dir, arch=None, num_classes=3,
     ckpt.interval = 1 if save_checkpoint else 2
     if not save_checkpoint:
         ckpt.save_best = None
-    cfg.custom_hooks = [dict(type='ClsTestRecorderHook')]
+    cfg.custom_hooks = [dict(type='TrainRecorderHook')]
     cfg.randomness = dict(seed=0)
     cfg.work_dir = str(work_dir)
     os.makedirs(str(work_dir), exist_ok=True)
@@ -162,7 +114,7 @@ def train_small(name, data_root, tmp_root, extra_args=()):
                             save_checkpoint=name == CKPT_CONFIG)
         runner = train_main([path, *extra_args])
         hook = [h for h in runner.hooks
-                if isinstance(h, ClsTestRecorderHook)][0]
+                if isinstance(h, TrainRecorderHook)][0]
         _TRAINED[name] = dict(config=path, work_dir=work_dir, hook=hook,
                               checkpoint=osp.join(work_dir, 'epoch_1.pth'))
     return _TRAINED[name]
@@ -206,18 +158,19 @@ def test_config_loads_builds_and_counts(name):
         dict(type='Mixup', alpha=0.8), dict(type='CutMix', alpha=1.0)]
     # training pipeline: timm's rand-m9-mstd0.5-inc1, erasing 0.25
     train = cfg.train_dataloader.dataset.pipeline
-    ra = _find(train, 'RandAugment')
+    ra = find_transform(train, 'RandAugment')
     assert (ra.policies, ra.num_policies, ra.magnitude_level,
             ra.magnitude_std) == ('timm_increasing', 2, 9, 0.5)
-    assert _find(train, 'RandomErasing').erase_prob == 0.25
-    assert _find(train, 'RandomResizedCrop').interpolation == 'bicubic'
+    assert find_transform(train, 'RandomErasing').erase_prob == 0.25
+    assert find_transform(train,
+                          'RandomResizedCrop').interpolation == 'bicubic'
     # test pipeline: short side 224 / crop ratio, bicubic, centre crop 224
     for loader in (cfg.val_dataloader, cfg.test_dataloader):
         test = loader.dataset.pipeline
-        edge = _find(test, 'ResizeEdge')
+        edge = find_transform(test, 'ResizeEdge')
         assert (edge.scale, edge.edge, edge.interpolation) == (
             expect['short_side'], 'short', 'bicubic')
-        assert _find(test, 'CenterCrop').crop_size == 224
+        assert find_transform(test, 'CenterCrop').crop_size == 224
     # schedule: 300 epochs, 8 x 128, AdamW 1e-3 @ 1024, cosine, 5 warm-up
     assert cfg.train_dataloader.batch_size == 128
     assert cfg.auto_scale_lr.base_batch_size == 1024

@@ -13,14 +13,13 @@ import math
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from helpers import load_tool
+from helpers import free_port, load_tool, one_thread  # noqa: F401
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG_DIR = osp.join(ROOT, 'configs', 'detection')
@@ -145,12 +144,6 @@ def state_dict(path):
     return safe_load(path)['state_dict']
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def run(cmd, timeout=600, env=None):
     full_env = dict(os.environ)
     full_env.update(OMP_NUM_THREADS='1', PYTHON=sys.executable,
@@ -185,17 +178,6 @@ def reference_layout(sd):
 # --------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """One intra-op thread in this module: on a busy 2-core machine, two
-    OpenMP threads wait on each other behind other jobs (a Mask R-CNN step
-    measured 2 to 8 times slower than with one thread)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
     from fcvit_mm.datasets import make_shapes_dataset

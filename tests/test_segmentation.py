@@ -11,7 +11,6 @@ import json
 import math
 import os
 import os.path as osp
-import socket
 import subprocess
 import sys
 
@@ -25,8 +24,9 @@ from conftest import ROOT
 mmseg = pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
-from mmengine.hooks import Hook  # noqa: E402
-from mmengine.registry import HOOKS  # noqa: E402
+# one_thread: an autouse fixture for this module
+from helpers import (TrainRecorderHook, find_transform,  # noqa: E402
+                     free_port, one_thread)  # noqa: F401
 
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 CONFIGS = {
@@ -49,46 +49,6 @@ MINI_ARCH = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
                  mlp_ratios=[8, 8, 4, 4])
 
 
-@HOOKS.register_module(force=True)
-class SegTestRecorderHook(Hook):
-    """Keeps what the tests check: weights before and after training, the
-    training losses and the validation metrics."""
-    priority = 'LOWEST'
-
-    def __init__(self):
-        self.before, self.after, self.losses, self.metrics = {}, {}, [], []
-
-    @staticmethod
-    def _params(runner):
-        model = runner.model
-        model = getattr(model, 'module', model)
-        return {k: v.detach().clone() for k, v in model.named_parameters()}
-
-    def before_train(self, runner):
-        self.before = self._params(runner)
-
-    def after_train_iter(self, runner, batch_idx, data_batch=None,
-                         outputs=None):
-        self.losses.append(float(outputs['loss']))
-
-    def after_train(self, runner):
-        self.after = self._params(runner)
-
-    def after_val_epoch(self, runner, metrics=None):
-        self.metrics.append(dict(metrics or {}))
-
-
-@pytest.fixture(autouse=True, scope='module')
-def one_thread():
-    """The small runs are made of many tiny ops: one intra-op thread is
-    about as fast as two on an idle machine and several times faster on
-    shared, busy cores. Restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --------------------------------------------------------------------------
 # data and small configs
 # --------------------------------------------------------------------------
@@ -101,12 +61,6 @@ def ade_root(tmp_path_factory):
     return info['root']
 
 
-def _find(pipeline, type_):
-    found = [t for t in pipeline if t['type'] == type_]
-    assert found, f'{type_} missing from {pipeline}'
-    return found[0]
-
-
 def small_config(name, data_root, work_dir, max_iters=2, arch=None,
                  pretrained=None, save_checkpoint=False):
     """The shipped config, shrunk for a CPU: 32 x 32 crops out of images
@@ -117,10 +71,10 @@ def small_config(name, data_root, work_dir, max_iters=2, arch=None,
     cfg = Config.fromfile(osp.join(SEG_DIR, name))
     crop = (CROP, CROP)
     train_pipe = cfg.train_dataloader.dataset.pipeline
-    _find(train_pipe, 'RandomResize').scale = (2 * CROP, CROP)
-    _find(train_pipe, 'RandomCrop').crop_size = crop
+    find_transform(train_pipe, 'RandomResize').scale = (2 * CROP, CROP)
+    find_transform(train_pipe, 'RandomCrop').crop_size = crop
     test_pipe = cfg.test_dataloader.dataset.pipeline
-    _find(test_pipe, 'Resize').scale = (2 * CROP, CROP)
+    find_transform(test_pipe, 'Resize').scale = (2 * CROP, CROP)
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         loader = cfg[key]
         loader.dataset.data_root = data_root
@@ -159,7 +113,7 @@ def small_config(name, data_root, work_dir, max_iters=2, arch=None,
     cfg.default_hooks.checkpoint.save_last = save_checkpoint
     if not save_checkpoint:
         cfg.default_hooks.checkpoint.interval = max_iters + 1
-    cfg.custom_hooks = [dict(type='SegTestRecorderHook')]
+    cfg.custom_hooks = [dict(type='TrainRecorderHook')]
     cfg.randomness = dict(seed=0)
     cfg.work_dir = str(work_dir)
     path = osp.join(str(work_dir), 'small_' + name)
@@ -189,7 +143,7 @@ def train_small(name, data_root, tmp_root, ref_ckpt):
                             save_checkpoint=real)
         runner = train_main([path])
         hook = [h for h in runner.hooks
-                if isinstance(h, SegTestRecorderHook)][0]
+                if isinstance(h, TrainRecorderHook)][0]
         _TRAINED[name] = dict(config=path, work_dir=work_dir, hook=hook,
                               checkpoint=osp.join(work_dir, 'iter_2.pth'),
                               pretrained=not real)
@@ -238,9 +192,9 @@ def test_config_loads_and_builds(name):
     for head in heads:
         assert head.norm_cfg.type == 'BN', head.type
     assert cfg.model.data_preprocessor.size == (512, 512)
-    assert _find(cfg.train_dataloader.dataset.pipeline,
+    assert find_transform(cfg.train_dataloader.dataset.pipeline,
                  'RandomCrop').crop_size == (512, 512)
-    assert _find(cfg.train_dataloader.dataset.pipeline,
+    assert find_transform(cfg.train_dataloader.dataset.pipeline,
                  'LoadAnnotations').reduce_zero_label
     assert cfg.train_dataloader.batch_size == expect['batch']
     assert cfg.train_cfg.max_iters == expect['iters']
@@ -365,12 +319,6 @@ def test_tools_test_reports_miou(ade_root, train_root, ref_ckpt, tmp_path):
     assert len(drawn) == 2  # one overlay per val image
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def test_dist_train_two_cpu_processes(ade_root, tmp_path):
     work_dir = tmp_path / 'dist'
     path = small_config('fpn_fcvit_b12_ade20k.py', ade_root, work_dir,
@@ -378,7 +326,7 @@ def test_dist_train_two_cpu_processes(ade_root, tmp_path):
     cfg = Config.fromfile(path)
     cfg.custom_hooks = []  # the recorder hook lives in this process only
     cfg.dump(path)
-    env = dict(os.environ, PYTHON=sys.executable, PORT=str(_free_port()),
+    env = dict(os.environ, PYTHON=sys.executable, PORT=str(free_port()),
                OMP_NUM_THREADS='1')
     proc = subprocess.run(
         ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), path, '2',
@@ -413,7 +361,7 @@ def test_inference_api(ade_root, train_root, ref_ckpt, tmp_path):
     config = Config.fromfile(osp.join(SEG_DIR, CKPT_CONFIG))
     for pipeline in (config.test_pipeline,
                      config.test_dataloader.dataset.pipeline):
-        _find(pipeline, 'Resize').scale = (128, 64)
+        find_transform(pipeline, 'Resize').scale = (128, 64)
     # an image whose sides are not multiples of 32, as a file and an array
     rng = np.random.default_rng(0)
     img = rng.integers(0, 256, (75, 101, 3), dtype=np.uint8)
