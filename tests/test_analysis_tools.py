@@ -173,8 +173,68 @@ def test_benchmark_builds_variants():
     plain_cp = benchmark.build_backbone('fcvit-tiny-plain-cp')
     assert fast.fast_path and not fast.with_cp
     assert not plain_cp.fast_path and plain_cp.with_cp
-    with pytest.raises(ValueError, match='fcvit-ARCH'):
+    with pytest.raises(ValueError,
+                       match=r'fcvit-ARCH\[-plain\]\[-cp\]\[-cl\]'):
         benchmark.build_backbone('fcvit-tiny-fused')
+
+
+def test_benchmark_channels_last_variant():
+    """``-cl``: the model as a user would convert it by hand (parameters and
+    input channels-last), FCViT or not."""
+    args = benchmark.parse_args(['--batch', '1', '--size', '64'])
+    t = benchmark.ImageTarget('fcvit-tiny-plain-cl', args)
+    assert t.channels_last and not t.model.backbone.fast_path
+    assert t.x.is_contiguous(memory_format=torch.channels_last)
+    stem = t.model.backbone.patch_embed.proj.weight
+    assert stem.is_contiguous(memory_format=torch.channels_last)
+    assert not stem.is_contiguous()
+    plain = benchmark.ImageTarget('fcvit-tiny-plain', args)
+    assert not plain.channels_last and plain.x.is_contiguous()
+    # same function either way
+    plain.model.load_state_dict(t.model.state_dict())
+    plain.model.eval(), t.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(t.model(t.x), plain.model(t.x),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_benchmark_records_the_fast_path_kernels():
+    """The kernel floor sees every 1x1 product and depthwise convolution of
+    a step, with its shape: FCViT-tiny has 13 blocks, each with 4 products
+    in the token mixer and 2 in the channel mixer (one chunk at this size),
+    and 3 depthwise convolutions."""
+    args = benchmark.parse_args(['--batch', '1', '--size', '64'])
+    t = benchmark.ImageTarget('fcvit-tiny', args)
+    for mode in ('inference', 'train'):
+        gemms, dws = benchmark.record_kernels(t, mode)
+        assert len(gemms) == 13 * 6 and len(dws) == 13 * 3
+        # first block: 16 x 16 tokens, width 32, bottleneck max(32 // 8, 16)
+        assert gemms[0] == (256, 32, 16) and gemms[1] == (256, 16, 32)
+        assert dws[0][0] == (1, 32, 16, 16) and dws[0][1].kernel_size == (
+            11, 11)
+        # channel mixer: 32 -> 256 -> 32, its 3 x 3 depthwise with GELU
+        assert (256, 32, 256) in gemms and (256, 256, 32) in gemms
+        assert any(d[0] == (1, 256, 16, 16) and d[2] for d in dws)
+    assert benchmark.record_kernels(
+        benchmark.ImageTarget('fcvit-tiny-plain', args), 'train') == ([], [])
+    assert all(p.grad is None for p in t.model.parameters())
+
+
+def test_benchmark_kernel_floor_table(capsys):
+    rows = benchmark.main([
+        '--models', 'fcvit-tiny', 'fcvit-tiny-plain', '--batch', '1',
+        '--size', '64', '--reps', '1', '--warmup', '0', '--floor',
+        '--threads', '1', '--baseline', 'fcvit-tiny-plain'])
+    by = {(r['model'], r['mode']): r for r in rows}
+    for mode in ('inference', 'train'):
+        fast = by[('fcvit-tiny', mode)]
+        assert fast['floor_ms'] == pytest.approx(
+            fast['floor_gemm_ms'] + fast['floor_depthwise_ms'])
+        assert fast['floor_gemm_ms'] > 0 and fast['floor_depthwise_ms'] > 0
+        assert fast['floor_ratio'] > 0
+        assert 'floor_ms' not in by[('fcvit-tiny-plain', mode)]
+    text = capsys.readouterr().out
+    assert 'kernel floor' in text and 'best x fcvit-tiny-plain' in text
 
 
 def test_benchmark_peak_memory_sees_allocations():

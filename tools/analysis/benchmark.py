@@ -8,8 +8,10 @@ busy machine. Two kinds of targets:
 
 * image models by name (``--models``): ``fcvit-{tiny,b12,b24,b48}`` (the
   backbone as users build it: default constructor, NCHW input), with the
-  suffixes ``-plain`` (``fast_path=False``: the op-by-op transcription) and
-  ``-cp`` (``with_cp=True``); ``resnet50``, ``convnext-t``,
+  suffixes ``-plain`` (``fast_path=False``: the op-by-op transcription),
+  ``-cp`` (``with_cp=True``) and ``-cl`` (model and input converted to
+  channels-last by hand, as a user could do: ``fcvit-b12-plain-cl`` is the
+  reference transcription run channels-last); ``resnet50``, ``convnext-t``,
   ``poolformer-s12`` (mmpretrain backbones as shipped). Each gets a global
   average pool and a 1000-class linear head, unless ``--backbone-only``
   (then the loss is the sum of the means of the backbone's outputs);
@@ -21,6 +23,18 @@ busy machine. Two kinds of targets:
   backward, inference = ``predict``.
 
 A training step is forward + loss + backward (no optimizer update).
+
+Kernel floor (``--floor``, FCViT models on the fast path): the model's own
+1x1 products (MKL GEMMs, with their backward products in training) and
+depthwise convolutions (with their GELU, forward and backward in training)
+are recorded with their exact shapes during one step and then timed alone:
+each distinct shape run a few times in a row on the same tensors (GEMM
+outputs preallocated), the best time kept, times the number of calls; the
+repetitions alternate with steps of the baseline model. Their sum is a lower
+bound of the step time with these kernels, whatever is done to the rest of
+the model (stem, norms, global context, copies, allocation); the table
+prints it with the throughput ratio to the baseline that this bound would
+give, i.e. the best ratio reachable without faster GEMM/depthwise kernels.
 
 OpenMP wait policy (``--omp-wait-policy``, CPU): by default the benchmark
 re-launches itself with ``OMP_WAIT_POLICY=PASSIVE`` (unless the variable is
@@ -50,6 +64,11 @@ Examples::
     # the issue's CPU comparison (2 threads, batch 8, 224 x 224)
     python tools/analysis/benchmark.py --models fcvit-b12 resnet50 \\
         convnext-t poolformer-s12
+    # the same with the issue's hand-made channels-last reference point and
+    # the kernel floor (how fast FCViT could be with these GEMM/depthwise
+    # kernels if nothing else took any time)
+    python tools/analysis/benchmark.py --models fcvit-b12 \\
+        fcvit-b12-plain-cl resnet50 --floor
     # dense setting: backbones at 512 x 512, memory with and without with_cp
     python tools/analysis/benchmark.py --models fcvit-b12 fcvit-b12-cp \\
         --backbone-only --batch 2 --size 512 --mode train --memory
@@ -129,10 +148,11 @@ def build_backbone(name: str) -> nn.Module:
         from fcvit_mm.models import FCViT
         parts = name.split('-')[1:]
         arch, flags = parts[0], set(parts[1:])
-        unknown = flags - {'plain', 'cp'}
+        unknown = flags - {'plain', 'cp', 'cl'}
         if arch not in FCVIT_ARCHS or unknown:
             raise ValueError(
-                f'unknown FCViT model {name!r}: use fcvit-ARCH[-plain][-cp] '
+                f'unknown FCViT model {name!r}: use '
+                'fcvit-ARCH[-plain][-cp][-cl] '
                 f'with ARCH in {FCVIT_ARCHS}')
         model = FCViT(arch=arch, with_cp='cp' in flags)
         model.fast_path = 'plain' not in flags
@@ -145,12 +165,17 @@ def build_backbone(name: str) -> nn.Module:
             return ConvNeXt(arch='tiny')
         return PoolFormer(arch='s12')
     raise ValueError(
-        f'unknown model {name!r}; valid: fcvit-ARCH[-plain][-cp] with ARCH '
+        f'unknown model {name!r}; valid: fcvit-ARCH[-plain][-cp][-cl] '
+        'with ARCH '
         f'in {FCVIT_ARCHS}, or one of {PEERS}')
 
 
-def _peer_channels_last(name: str, args) -> bool:
-    return args.channels_last and not name.startswith('fcvit-')
+def _channels_last(name: str, args) -> bool:
+    """Whether a named model runs channels-last: peers with
+    ``--channels-last``, FCViT models with the ``-cl`` suffix."""
+    if name.startswith('fcvit-'):
+        return 'cl' in name.split('-')[2:]
+    return args.channels_last
 
 
 class ImageTarget:
@@ -161,7 +186,7 @@ class ImageTarget:
         self.model = Classifier(build_backbone(name),
                                 backbone_only=args.backbone_only)
         self.model.to(args.device)
-        self.channels_last = _peer_channels_last(name, args)
+        self.channels_last = _channels_last(name, args)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         H, W = args.size
@@ -415,7 +440,8 @@ def measure(targets, modes: List[str], args) -> Dict:
                 else:
                     memory[(t.name, m)] = peak_memory(lambda: run(t, m),
                                                       args.device)
-    return dict(times=times, memory=memory)
+    floor = measure_floor(targets, modes, args) if args.floor else {}
+    return dict(times=times, memory=memory, floor=floor)
 
 
 def _memory_in_subprocess(spec: str, mode: str, args) -> Optional[int]:
@@ -448,6 +474,155 @@ def _memory_only(target, mode: str, args):
 
     run()
     print(json.dumps(dict(peak=peak_memory(run, args.device))))
+
+
+# ---------------------------------------------------------------------- #
+# kernel floor
+# ---------------------------------------------------------------------- #
+def record_kernels(target, mode: str):
+    """The fast path's 1x1 products ``(M, K, N)`` and depthwise calls
+    ``(input shape, conv, gelu)`` during one step of ``target``."""
+    from fcvit_mm.models.backbones import _fast
+    gemms, dws = [], []
+    linear, depthwise_conv = _fast.linear, _fast.depthwise_conv
+
+    def rec_linear(x, weight, bias, gelu=False, residual=None):
+        gemms.append((x.numel() // x.shape[-1], weight.shape[1],
+                      weight.shape[0]))
+        return linear(x, weight, bias, gelu, residual)
+
+    def rec_depthwise(x, conv, gelu=False):
+        dws.append((tuple(x.shape), conv, gelu))
+        return depthwise_conv(x, conv, gelu)
+
+    _fast.linear, _fast.depthwise_conv = rec_linear, rec_depthwise
+    try:
+        getattr(target, 'infer' if mode == 'inference' else 'train')()
+    finally:
+        _fast.linear, _fast.depthwise_conv = linear, depthwise_conv
+    return gemms, dws
+
+
+def floor_kernels(target, mode: str, args) -> Optional[List[tuple]]:
+    """``(kind, fn, count)`` for each distinct GEMM / depthwise call of one
+    step of an FCViT ``target`` on the fast path (``fn`` runs it once on
+    fresh tensors of its shape); None for other models."""
+    from collections import Counter
+    from fcvit_mm.models.backbones import _fast
+    if not isinstance(target, ImageTarget):
+        return None
+    gemms, dws = record_kernels(target, mode)
+    if mode == 'train':
+        target.model.zero_grad(set_to_none=True)
+    if not gemms:
+        return None  # not on the fast path
+    train = mode == 'train'
+    dev = args.device
+    jobs = []
+    for (M, K, N), count in Counter(gemms).items():
+        x = torch.randn(M, K, device=dev)
+        w = torch.randn(N, K, device=dev)
+        b = torch.randn(N, device=dev)
+        g = torch.randn(M, N, device=dev)
+        # outputs preallocated: the floor leaves allocation out
+        y, gx, gw = x.new_empty(M, N), x.new_empty(M, K), x.new_empty(K, N)
+
+        def products(x=x, w=w, b=b, g=g, y=y, gx=gx, gw=gw):
+            with torch.no_grad():
+                torch.addmm(b, x, w.t(), out=y)
+                if train:  # input and weight gradients
+                    torch.mm(g, w, out=gx)
+                    torch.mm(x.t(), g, out=gw)
+
+        jobs.append(('gemm', products, count))
+    for (shape, conv, gelu), count in Counter(dws).items():
+        x = torch.randn(shape, device=dev).contiguous(
+            memory_format=torch.channels_last).requires_grad_(train)
+        g = torch.randn(shape, device=dev).contiguous(
+            memory_format=torch.channels_last)
+
+        def depthwise(x=x, g=g, conv=conv, gelu=gelu):
+            with torch.set_grad_enabled(train), autocast_ctx(args):
+                y = _fast.depthwise_conv(x, conv, gelu)
+            if train:
+                y.backward(g)
+                x.grad = None
+                conv.zero_grad(set_to_none=True)
+
+        jobs.append(('depthwise', depthwise, count))
+    return jobs
+
+
+#: consecutive runs of each kernel per repetition of the floor (best kept)
+FLOOR_TRIES = 3
+
+
+def measure_floor(targets, modes, args) -> Dict:
+    """Kernel floors, each repetition next to a step of the baseline model
+    (so that the ratio holds when the machine's speed drifts)."""
+    by_name = {t.name: t for t in targets}
+    base = by_name.get(args.baseline, targets[0])
+    out = {}
+    for t in targets:
+        for m in modes:
+            jobs = floor_kernels(t, m, args)
+            if jobs is None:
+                continue
+            for _, fn, _ in jobs:
+                fn()  # warm-up
+            base_ts, sums = [], []
+            for _ in range(args.reps):
+                _sync(args.device)
+                start = time.perf_counter()
+                with autocast_ctx(args):
+                    getattr(base, 'infer' if m == 'inference' else 'train')()
+                _sync(args.device)
+                base_ts.append(time.perf_counter() - start)
+                acc = dict(gemm=0., depthwise=0.)
+                for kind, fn, count in jobs:
+                    best = float('inf')
+                    for _ in range(FLOOR_TRIES):  # warm: the best of a few
+                        _sync(args.device)
+                        start = time.perf_counter()
+                        fn()
+                        _sync(args.device)
+                        best = min(best, time.perf_counter() - start)
+                    acc[kind] += count * best
+                sums.append(acc)
+            totals = [a['gemm'] + a['depthwise'] for a in sums]
+            i = totals.index(statistics.median_low(totals))
+            out[(t.name, m)] = dict(
+                gemm=sums[i]['gemm'], depthwise=sums[i]['depthwise'],
+                total=totals[i], baseline=statistics.median(base_ts),
+                calls=sum(c for _, _, c in jobs))
+    return out
+
+
+def report_floor(targets, modes, result, rows, args):
+    floors = result.get('floor', {})
+    if not floors:
+        return
+    names = [t.name for t in targets]
+    baseline = args.baseline if args.baseline in names else names[0]
+    print('\nkernel floor: the 1x1 GEMMs and depthwise convolutions (+GELU) '
+          'of the step, timed alone with their exact shapes (warm, nothing '
+          'else), median of the repetitions; "best" = throughput ratio to '
+          f'{baseline} (timed next to it) if the step took only that long')
+    header = (f'{"model":<24} {"mode":<10} {"GEMMs ms":>9} '
+              f'{"dw ms":>8} {"floor ms":>9} {"step ms":>9} '
+              f'{baseline + " ms":>14} {"best x " + baseline:>16}')
+    print(header)
+    print('-' * len(header))
+    by = {(r['model'], r['mode']): r for r in rows}
+    for (name, m), fl in floors.items():
+        r = by[(name, m)]
+        best = fl['baseline'] / fl['total']
+        r.update(floor_ms=fl['total'] * 1e3, floor_gemm_ms=fl['gemm'] * 1e3,
+                 floor_depthwise_ms=fl['depthwise'] * 1e3, floor_ratio=best)
+        print(f'{name:<24} {m:<10} {fl["gemm"] * 1e3:9.1f} '
+              f'{fl["depthwise"] * 1e3:8.1f} {fl["total"] * 1e3:9.1f} '
+              f'{r["ms_per_step"]:9.1f} {fl["baseline"] * 1e3:14.1f} '
+              f'{best:16.2f}')
 
 
 def report(targets, modes, result, args) -> List[dict]:
@@ -493,7 +668,7 @@ def parse_args(argv=None):
     p.add_argument('--models', nargs='+',
                    default=['fcvit-b12', 'resnet50', 'convnext-t',
                             'poolformer-s12'],
-                   help='fcvit-ARCH[-plain][-cp], resnet50, convnext-t, '
+                   help='fcvit-ARCH[-plain][-cp][-cl], resnet50, convnext-t, '
                    'poolformer-s12')
     p.add_argument('--configs', nargs='+', default=[],
                    help='whole configs to measure instead of --models '
@@ -520,6 +695,9 @@ def parse_args(argv=None):
                    help='no pooling / head: loss = sum of output means')
     p.add_argument('--memory', action='store_true',
                    help='also measure peak memory (separate, untimed step)')
+    p.add_argument('--floor', action='store_true',
+                   help='also time the FCViT models\' GEMMs and depthwise '
+                   'convolutions alone (a lower bound of their step time)')
     p.add_argument('--omp-wait-policy', default='passive',
                    choices=['passive', 'active', 'inherit'],
                    help='OMP_WAIT_POLICY for the run (re-launches the '
@@ -594,6 +772,7 @@ def main(argv=None, relaunch: bool = False):
           f'{os.environ.get("OMP_WAIT_POLICY", "(unset)")}')
     result = measure(targets, modes, args)
     rows = report(targets, modes, result, args)
+    report_floor(targets, modes, result, rows, args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(args=vars(args), rows=rows), f, indent=1)
