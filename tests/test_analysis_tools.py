@@ -206,7 +206,7 @@ def test_benchmark_records_the_fast_path_kernels():
     args = benchmark.parse_args(['--batch', '1', '--size', '64'])
     t = benchmark.ImageTarget('fcvit-tiny', args)
     for mode in ('inference', 'train'):
-        gemms, dws = benchmark.record_kernels(t, mode)
+        gemms, dws = benchmark.record_kernels(t, mode, args)
         assert len(gemms) == 13 * 6 and len(dws) == 13 * 3
         # first block: 16 x 16 tokens, width 32, bottleneck max(32 // 8, 16)
         assert gemms[0] == (256, 32, 16) and gemms[1] == (256, 16, 32)
@@ -216,7 +216,8 @@ def test_benchmark_records_the_fast_path_kernels():
         assert (256, 32, 256) in gemms and (256, 256, 32) in gemms
         assert any(d[0] == (1, 256, 16, 16) and d[2] for d in dws)
     assert benchmark.record_kernels(
-        benchmark.ImageTarget('fcvit-tiny-plain', args), 'train') == ([], [])
+        benchmark.ImageTarget('fcvit-tiny-plain', args), 'train',
+        args) == ([], [])
     assert all(p.grad is None for p in t.model.parameters())
 
 

@@ -56,7 +56,8 @@ TASKS = {
     'cls': dict(
         config='configs/classification/demo_fcvit_tiny_shapes.py',
         fmt='imagenet', work_dir='work_dirs/demo_cls', num_train=2000,
-        num_val=200, shapes=dict(img_size=64), metrics=[('top-1', 'accuracy/top1')]),
+        num_val=200, shapes=dict(img_size=64),
+        metrics=[('top-1', 'accuracy/top1')]),
 }
 #: metrics that the libraries report in percent
 PERCENT = ('mIoU', 'aAcc', 'top-1')

@@ -83,6 +83,7 @@ Examples::
 """
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -142,12 +143,17 @@ class Classifier(nn.Module):
         return F.cross_entropy(out.float(), target)
 
 
+def _fcvit_arch_flags(name: str):
+    """``'fcvit-b12-plain-cl'`` -> ``('b12', {'plain', 'cl'})``."""
+    parts = name.split('-')[1:]
+    return parts[0], set(parts[1:])
+
+
 def build_backbone(name: str) -> nn.Module:
     """A backbone by benchmark name (see the module docstring)."""
     if name.startswith('fcvit-'):
         from fcvit_mm.models import FCViT
-        parts = name.split('-')[1:]
-        arch, flags = parts[0], set(parts[1:])
+        arch, flags = _fcvit_arch_flags(name)
         unknown = flags - {'plain', 'cp', 'cl'}
         if arch not in FCVIT_ARCHS or unknown:
             raise ValueError(
@@ -174,7 +180,7 @@ def _channels_last(name: str, args) -> bool:
     """Whether a named model runs channels-last: peers with
     ``--channels-last``, FCViT models with the ``-cl`` suffix."""
     if name.startswith('fcvit-'):
-        return 'cl' in name.split('-')[2:]
+        return 'cl' in _fcvit_arch_flags(name)[1]
     return args.channels_last
 
 
@@ -410,14 +416,21 @@ def autocast_ctx(args):
     return torch.autocast(args.device.split(':')[0], dtype=dtype)
 
 
+def run_step(target, mode: str, args):
+    """One inference or training step of ``target`` (under ``--amp``)."""
+    with autocast_ctx(args):
+        getattr(target, 'infer' if mode == 'inference' else 'train')()
+
+
+def baseline_target(targets, args):
+    """The ``--baseline`` target, else the first one."""
+    return next((t for t in targets if t.name == args.baseline), targets[0])
+
+
 def measure(targets, modes: List[str], args) -> Dict:
     """Interleaved timing: per repetition, every target and mode once."""
     times = {(t.name, m): [] for t in targets for m in modes}
-
-    def run(t, m):
-        with autocast_ctx(args):
-            getattr(t, 'infer' if m == 'inference' else 'train')()
-
+    run = functools.partial(run_step, args=args)
     for t in targets:
         for m in modes:
             for _ in range(args.warmup):
@@ -469,8 +482,7 @@ def _memory_in_subprocess(spec: str, mode: str, args) -> Optional[int]:
 def _memory_only(target, mode: str, args):
     """The ``--memory-only`` child: one warm-up step, then the peak."""
     def run():
-        with autocast_ctx(args):
-            getattr(target, 'infer' if mode == 'inference' else 'train')()
+        run_step(target, mode, args)
 
     run()
     print(json.dumps(dict(peak=peak_memory(run, args.device))))
@@ -479,7 +491,7 @@ def _memory_only(target, mode: str, args):
 # ---------------------------------------------------------------------- #
 # kernel floor
 # ---------------------------------------------------------------------- #
-def record_kernels(target, mode: str):
+def record_kernels(target, mode: str, args):
     """The fast path's 1x1 products ``(M, K, N)`` and depthwise calls
     ``(input shape, conv, gelu)`` during one step of ``target``."""
     from fcvit_mm.models.backbones import _fast
@@ -497,7 +509,7 @@ def record_kernels(target, mode: str):
 
     _fast.linear, _fast.depthwise_conv = rec_linear, rec_depthwise
     try:
-        getattr(target, 'infer' if mode == 'inference' else 'train')()
+        run_step(target, mode, args)
     finally:
         _fast.linear, _fast.depthwise_conv = linear, depthwise_conv
     return gemms, dws
@@ -511,9 +523,7 @@ def floor_kernels(target, mode: str, args) -> Optional[List[tuple]]:
     from fcvit_mm.models.backbones import _fast
     if not isinstance(target, ImageTarget):
         return None
-    gemms, dws = record_kernels(target, mode)
-    if mode == 'train':
-        target.model.zero_grad(set_to_none=True)
+    gemms, dws = record_kernels(target, mode, args)
     if not gemms:
         return None  # not on the fast path
     train = mode == 'train'
@@ -560,8 +570,7 @@ FLOOR_TRIES = 3
 def measure_floor(targets, modes, args) -> Dict:
     """Kernel floors, each repetition next to a step of the baseline model
     (so that the ratio holds when the machine's speed drifts)."""
-    by_name = {t.name: t for t in targets}
-    base = by_name.get(args.baseline, targets[0])
+    base = baseline_target(targets, args)
     out = {}
     for t in targets:
         for m in modes:
@@ -574,8 +583,7 @@ def measure_floor(targets, modes, args) -> Dict:
             for _ in range(args.reps):
                 _sync(args.device)
                 start = time.perf_counter()
-                with autocast_ctx(args):
-                    getattr(base, 'infer' if m == 'inference' else 'train')()
+                run_step(base, m, args)
                 _sync(args.device)
                 base_ts.append(time.perf_counter() - start)
                 acc = dict(gemm=0., depthwise=0.)
@@ -593,17 +601,15 @@ def measure_floor(targets, modes, args) -> Dict:
             i = totals.index(statistics.median_low(totals))
             out[(t.name, m)] = dict(
                 gemm=sums[i]['gemm'], depthwise=sums[i]['depthwise'],
-                total=totals[i], baseline=statistics.median(base_ts),
-                calls=sum(c for _, _, c in jobs))
+                total=totals[i], baseline=statistics.median(base_ts))
     return out
 
 
-def report_floor(targets, modes, result, rows, args):
+def report_floor(targets, result, rows, args):
     floors = result.get('floor', {})
     if not floors:
         return
-    names = [t.name for t in targets]
-    baseline = args.baseline if args.baseline in names else names[0]
+    baseline = baseline_target(targets, args).name
     print('\nkernel floor: the 1x1 GEMMs and depthwise convolutions (+GELU) '
           'of the step, timed alone with their exact shapes (warm, nothing '
           'else), median of the repetitions; "best" = throughput ratio to '
@@ -628,7 +634,7 @@ def report_floor(targets, modes, result, rows, args):
 def report(targets, modes, result, args) -> List[dict]:
     rows = []
     names = [t.name for t in targets]
-    baseline = args.baseline if args.baseline in names else names[0]
+    baseline = baseline_target(targets, args).name
     for m in modes:
         base_t = statistics.median(result['times'][(baseline, m)])
         for t in targets:
@@ -772,7 +778,7 @@ def main(argv=None, relaunch: bool = False):
           f'{os.environ.get("OMP_WAIT_POLICY", "(unset)")}')
     result = measure(targets, modes, args)
     rows = report(targets, modes, result, args)
-    report_floor(targets, modes, result, rows, args)
+    report_floor(targets, result, rows, args)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(dict(args=vars(args), rows=rows), f, indent=1)
