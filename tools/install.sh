@@ -17,8 +17,10 @@
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# A relative VENV is relative to the caller's working directory; make it
+# absolute before any cd (the mmcv build runs inside its unpacked source).
+VENV="$(realpath -m "${VENV:-$ROOT/.venv}")"
 cd "$ROOT"
-VENV="${VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 CACHE="${FCVIT_MM_CACHE:-$HOME/.cache/fcvit_mm}"
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
