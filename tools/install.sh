@@ -4,17 +4,22 @@
 #   bash tools/install.sh            # creates .venv (if missing) and installs
 #   VENV=/some/env bash tools/install.sh
 #
-# What it does, idempotently:
+# VENV may be relative: it is taken relative to the directory the script is
+# started from (`make` passes the one it was given, relative to the
+# repository root). What it does, idempotently:
 #   1. creates the virtual environment;
 #   2. installs torch/torchvision at the versions of requirements/constraints.txt;
 #   3. installs mmcv with its compiled ops: from a wheel cached under
 #      $FCVIT_MM_CACHE (default ~/.cache/fcvit_mm), or, the first time on a
 #      machine, by building mmcv's PyPI source (C++ standard raised to C++20,
-#      which torch >= 2.10 headers need) and caching the wheel;
+#      which torch >= 2.10 headers need; CUDA ops when torch sees a GPU and
+#      nvcc exists) and caching the wheel;
 #   4. installs mmengine, mmdet, mmsegmentation, mmpretrain and the test tools;
 #   5. installs this package in editable mode.
+# Every command's output goes to a log file ($FCVIT_MM_CACHE/logs/); a failed
+# step ends the script with the step, the command and the log's last lines.
 # A user who already has torch + mmcv can skip all this: `pip install -e .`.
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # A relative VENV is relative to the caller's working directory; make it
@@ -22,18 +27,46 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$(realpath -m "${VENV:-$ROOT/.venv}")"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
-CACHE="${FCVIT_MM_CACHE:-$HOME/.cache/fcvit_mm}"
+CACHE="$(realpath -m "${FCVIT_MM_CACHE:-$HOME/.cache/fcvit_mm}")"
 CONSTRAINTS="$ROOT/requirements/constraints.txt"
+
+log() { printf '[install] %s\n' "$*"; }
+
+mkdir -p "$CACHE/logs"
+LOG="$(mktemp "$CACHE/logs/install-$(date +%Y%m%d-%H%M%S)-XXXX.log")"
+STEP="start"
+CMD=""
+
+on_error() {
+    local status=$1
+    trap - ERR
+    {
+        echo "[install] FAILED (exit status $status) at step: $STEP"
+        [ -n "$CMD" ] && echo "[install] command: $CMD"
+        echo "[install] full log: $LOG"
+        echo "[install] last lines of the log:"
+        tail -n 25 "$LOG" | sed 's/^/[install]   | /'
+    } >&2
+    exit "$status"
+}
+trap 'on_error $?' ERR
+
+step() { STEP="$*"; CMD=""; log "$*"; echo "=== $* ===" >>"$LOG"; }
+
+run() {  # run CMD...: the command's output goes to the log
+    CMD="$*"
+    echo "+ $CMD" >>"$LOG"
+    "$@" >>"$LOG" 2>&1
+    CMD=""
+}
 
 pin() {  # pin NAME -> the version pinned in constraints.txt
     sed -n "s/^$1==\([^ ]*\).*/\1/p" "$CONSTRAINTS"
 }
 
-log() { printf '[install] %s\n' "$*"; }
-
 if [ ! -x "$VENV/bin/python" ]; then
-    log "creating virtual environment $VENV"
-    "$PYTHON" -m venv "$VENV"
+    step "creating virtual environment $VENV"
+    run "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
@@ -47,14 +80,50 @@ sys.exit(0 if version(sys.argv[1]).split('+')[0] == sys.argv[2] else 1)
 EOF
 }
 
+wheel_ok() {  # wheel_ok FILE: is FILE a complete zip archive?
+    "$PY" -m zipfile -t "$1" >/dev/null 2>&1
+}
+
 # --- 1. torch -------------------------------------------------
 if ! have torch "$(pin torch)" || ! have torchvision "$(pin torchvision)"; then
-    log "installing torch $(pin torch), torchvision $(pin torchvision)"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" "torch==$(pin torch)" \
+    step "installing torch $(pin torch), torchvision $(pin torchvision)"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" "torch==$(pin torch)" \
         "torchvision==$(pin torchvision)" numpy
 fi
 
 # --- 2. mmcv with ops, built once per machine ---------------------------------
+build_mmcv() {  # build_mmcv VERSION WHEEL_DIR: build and cache the wheel
+    local version=$1 wheel_dir=$2 build src tmp
+    step "building mmcv $version with ops; takes about 10 minutes once per machine (log: $LOG)"
+    build="$(mktemp -d)"
+    # shellcheck disable=SC2064  # expand now: $build is local
+    trap "rm -rf '$build'" EXIT
+    STEP="downloading the mmcv $version source"
+    run "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation \
+        -d "$build" "mmcv==$version"
+    STEP="installing mmcv's build tools"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" setuptools wheel ninja packaging
+    tar -xzf "$build/mmcv-$version.tar.gz" -C "$build"
+    src="$build/mmcv-$version"
+    # torch >= 2.10 headers use C++20 features; mmcv 2.1.0 asks for C++17.
+    STEP="patching mmcv's setup.py for C++20"
+    run sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
+    run grep -q -- '-std=c++20' "$src/setup.py"
+    STEP="compiling mmcv $version (MMCV_WITH_OPS=1)"
+    cd "$src"
+    MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+        run "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$build/dist" .
+    cd "$ROOT"
+    # into the cache atomically: a kill or a full disk leaves no partial wheel
+    STEP="caching the mmcv wheel in $wheel_dir"
+    mkdir -p "$wheel_dir"
+    for whl in "$build"/dist/mmcv-*.whl; do
+        tmp="$(mktemp "$wheel_dir/.partial-XXXXXX")"
+        run cp "$whl" "$tmp"
+        run mv -f "$tmp" "$wheel_dir/$(basename "$whl")"
+    done
+}
+
 MMCV_VERSION="$(pin mmcv)"
 if ! have mmcv "$MMCV_VERSION" || ! "$PY" -c 'import mmcv.ops' 2>/dev/null; then
     TAG="$("$PY" - <<'EOF'
@@ -65,28 +134,25 @@ print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.spl
 EOF
 )"
     WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-$TAG"
-    WHEEL="$(ls "$WHEEL_DIR"/mmcv-*.whl 2>/dev/null | head -n 1 || true)"
+    rm -f "$WHEEL_DIR"/.partial-*  # left by a killed earlier run
+    WHEEL=""
+    for whl in "$WHEEL_DIR"/mmcv-*.whl; do
+        [ -e "$whl" ] || continue
+        if wheel_ok "$whl"; then
+            WHEEL="$whl"
+            break
+        fi
+        log "cached wheel $whl is damaged; removing it and building again"
+        rm -f "$whl"
+    done
     if [ -z "$WHEEL" ]; then
-        log "building mmcv $MMCV_VERSION with ops ($TAG); takes about 10 minutes once per machine"
-        "${PIP[@]}" install -q -c "$CONSTRAINTS" setuptools wheel ninja packaging
-        BUILD="$(mktemp -d)"
-        trap 'rm -rf "$BUILD"' EXIT
-        "${PIP[@]}" download -q --no-deps --no-binary :all: -d "$BUILD" "mmcv==$MMCV_VERSION"
-        tar -xzf "$BUILD"/mmcv-"$MMCV_VERSION".tar.gz -C "$BUILD"
-        SRC="$BUILD/mmcv-$MMCV_VERSION"
-        # torch >= 2.10 headers use C++20 features; mmcv 2.1.0 asks for C++17.
-        sed -i 's/-std=c++17/-std=c++20/g' "$SRC/setup.py"
-        grep -q -- '-std=c++20' "$SRC/setup.py"
-        (cd "$SRC" && MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
-            "${PIP[@]}" wheel -q --no-build-isolation --no-deps -w "$BUILD/dist" .)
-        mkdir -p "$WHEEL_DIR"
-        cp "$BUILD"/dist/mmcv-*.whl "$WHEEL_DIR/"
-        WHEEL="$(ls "$WHEEL_DIR"/mmcv-*.whl | head -n 1)"
+        build_mmcv "$MMCV_VERSION" "$WHEEL_DIR"
+        WHEEL="$(find "$WHEEL_DIR" -maxdepth 1 -name 'mmcv-*.whl' | head -n 1)"
         log "cached $WHEEL"
     fi
-    log "installing $WHEEL"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps --force-reinstall "$WHEEL"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" addict yapf opencv-python
+    step "installing $WHEEL"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --force-reinstall "$WHEEL"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" addict yapf opencv-python
 fi
 
 # --- 3. the OpenMMLab libraries, test tools, this package ---------------------
@@ -96,9 +162,19 @@ if ! have mmdet "$(pin mmdet)" || ! have mmsegmentation "$(pin mmsegmentation)" 
     || [ requirements/runtime.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/tests.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ setup.py -nt "$VENV/.fcvit_mm_installed" ]; then
-    log "installing OpenMMLab libraries and test tools"
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" -r requirements/runtime.txt -r requirements/tests.txt
-    "${PIP[@]}" install -q -c "$CONSTRAINTS" --no-deps --no-build-isolation -e .
+    step "installing OpenMMLab libraries and test tools"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt \
+        -r requirements/tests.txt
+    step "installing fcvit_mm (editable)"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e .
     touch "$VENV/.fcvit_mm_installed"
 fi
-"$PY" -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm; print("[install] ready: mmcv", mmcv.__version__, "mmdet", mmdet.__version__, "mmseg", mmseg.__version__, "mmpretrain", mmpretrain.__version__)'
+STEP="checking the environment"
+CMD="$PY -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm'"
+"$PY" - >>"$LOG" 2>&1 <<'EOF'
+import mmcv, mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm
+print('[install] ready: mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
+      'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)
+EOF
+tail -n 1 "$LOG"
+rm -f "$LOG"  # nothing failed: the log is not needed
