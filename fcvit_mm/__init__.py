@@ -9,9 +9,10 @@ Importing the package (every config of this project does, through
 * adds the plain data types that mmengine writes into checkpoints to torch's
   weights-only allowlist (no checkpoint can run code);
 * makes mmengine write local checkpoint files atomically;
-* if mmpretrain is already imported, registers the classification configs
-  with its ModelHub (``fcvit_mm.utils.model_index.register_model_index()``
-  does it explicitly).
+* registers the classification configs with mmpretrain's ModelHub, at once
+  if mmpretrain is imported, else when it is
+  (``fcvit_mm.utils.model_index.register_model_index()`` does it
+  explicitly).
 """
 from .utils.checkpoint import register_safe_globals
 
@@ -23,11 +24,8 @@ from .models import FCViT  # noqa: E402
 
 install_atomic_checkpoint_writes()
 
-import sys as _sys  # noqa: E402
-
-if 'mmpretrain' in _sys.modules:  # e.g. through a config's custom_imports
-    from .utils.model_index import register_model_index
-    register_model_index()
+from .utils.model_index import register_model_index_on_import  # noqa
+register_model_index_on_import()
 
 __version__ = '0.1.0'
 __all__ = ['FCViT', '__version__']

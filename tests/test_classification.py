@@ -404,7 +404,7 @@ def test_metafile_matches_configs():
     import yaml
     with open(osp.join(CLS_DIR, 'metafile.yml')) as f:
         index = yaml.safe_load(f)
-    by_config = {m['Config']: m for m in index['Models']}
+    by_config = {osp.basename(m['Config']): m for m in index['Models']}
     assert set(by_config) == set(CONFIGS)
     top1 = {'tiny': 74.9, 'b12': 80.9, 'b24': 82.5, 'b48': 83.6}
     for name, expect in CONFIGS.items():

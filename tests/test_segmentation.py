@@ -7,10 +7,12 @@ processes, and round-trips through mmseg's inference API with a checkpoint
 written by our ``tools/train.py``.
 """
 import copy
+import fnmatch
 import json
 import math
 import os
 import os.path as osp
+import re
 import subprocess
 import sys
 
@@ -186,11 +188,11 @@ def test_config_loads_and_builds(name):
     assert cfg.model.backbone.arch == expect['arch']
     assert cfg.model.decode_head.type == expect['head']
     assert cfg.model.decode_head.num_classes == 150
-    # one-device friendly norms in every head
+    # the reference's SyncBN in every head (reverted where it cannot work)
     heads = [cfg.model.decode_head] + (
         [cfg.model.auxiliary_head] if 'auxiliary_head' in cfg.model else [])
     for head in heads:
-        assert head.norm_cfg.type == 'BN', head.type
+        assert head.norm_cfg.type == 'SyncBN', head.type
     assert cfg.model.data_preprocessor.size == (512, 512)
     assert find_transform(cfg.train_dataloader.dataset.pipeline,
                  'RandomCrop').crop_size == (512, 512)
@@ -215,7 +217,10 @@ def test_config_loads_and_builds(name):
     assert type(model).__name__ == 'EncoderDecoder'
     n_backbone = sum(p.numel() for p in model.backbone.parameters())
     assert n_backbone == DENSE_BACKBONE_PARAMS[expect['arch']]
-    assert all(type(m).__name__ != 'SyncBatchNorm' for m in model.modules())
+    sync = [n for n, m in model.named_modules()
+            if isinstance(m, torch.nn.SyncBatchNorm)]
+    assert sync and all(n.split('.')[0] in ('decode_head', 'auxiliary_head')
+                        for n in sync), sync
 
 
 def test_bases_are_short_and_shared():
@@ -413,3 +418,133 @@ def test_inference_api(ade_root, train_root, ref_ckpt, tmp_path):
     assert len(vis) == 2
     for f in vis:
         assert cv2.imread(osp.join(out_dir, 'vis', f)) is not None
+
+
+# --------------------------------------------------------------------------
+# SyncBN (the reference's head norm) where it cannot work, and --tta
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('name,expect', [('fpn_fcvit_b12_ade20k.py', 1),
+                                         ('upernet_fcvit_b24_ade20k.py', 2)])
+def test_sync_bn_reverted_for_cpu_distributed(name, expect):
+    """The CPU-distributed path (init_cpu_distributed) builds the heads with
+    BN: SyncBN raises in training under a gloo process group."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import MODELS
+
+    from fcvit_mm.engine.sync_bn import revert_sync_bn_cfg
+    cfg = Config.fromfile(osp.join(SEG_DIR, name))
+    cfg.sync_bn = 'torch'  # the runner's BN -> SyncBN conversion: dropped
+    assert revert_sync_bn_cfg(cfg) == expect + 1
+    assert not cfg.sync_bn
+    assert cfg.model.decode_head.norm_cfg.type == 'BN'
+    assert 'SyncBN' not in str(cfg.model)
+    cfg.model.backbone.arch = 'tiny'
+    cfg.model.neck = cfg.model.get('neck') and dict(
+        cfg.model.neck, in_channels=[32, 64, 160, 320])
+    if cfg.model.neck is None:
+        cfg.model.pop('neck')
+        cfg.model.decode_head.in_channels = [32, 64, 160, 320]
+        cfg.model.auxiliary_head.in_channels = 160
+    init_default_scope('mmseg')
+    model = MODELS.build(cfg.model)
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm)
+                   for m in model.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d)
+               for m in model.decode_head.modules())
+    assert revert_sync_bn_cfg(cfg) == 0  # nothing left to change
+
+
+def test_one_process_runner_reverts_sync_bn(ade_root, tmp_path):
+    """A one-process run (any train.py: mmengine's runner) trains the heads
+    with plain BN."""
+    from mmengine.registry import init_default_scope
+    from mmengine.runner import Runner
+    path = small_config('upernet_fcvit_b12_ade20k.py', ade_root, tmp_path,
+                        arch=MINI_ARCH)
+    cfg = Config.fromfile(path)
+    cfg.custom_hooks = []
+    init_default_scope('mmseg')
+    runner = Runner.from_cfg(cfg)
+    kinds = {type(m).__name__ for m in runner.model.modules()}
+    assert 'SyncBatchNorm' not in kinds and 'BatchNorm2d' in kinds
+
+
+def test_tta_pipeline_is_multiscale_flip():
+    """mmseg's ADE20K TTA: 6 scales of the single-scale size x 2 flips,
+    every view resized to a multiple of 32, SegTTAModel."""
+    cfg = Config.fromfile(osp.join(SEG_DIR, 'fpn_fcvit_b24_ade20k.py'))
+    assert cfg.tta_model.type == 'SegTTAModel'
+    load, tta = cfg.tta_pipeline
+    assert load.type == 'LoadImageFromFile' and tta.type == 'TestTimeAug'
+    scales, flips, multiple, annotations, pack = tta.transforms
+    assert [t.scale for t in scales] == [
+        (int(2048 * r), int(512 * r))
+        for r in (0.5, 0.75, 1.0, 1.25, 1.5, 1.75)]
+    assert all(t.type == 'Resize' and t.keep_ratio for t in scales)
+    assert sorted(t.prob for t in flips) == [0.0, 1.0]
+    assert multiple == [dict(type='ResizeToMultiple', size_divisor=32)]
+    assert annotations[0].reduce_zero_label
+    assert pack[0].type == 'PackSegInputs'
+
+
+def small_tta_config(path, tmp_path):
+    """``path`` (a small config) with the TTA scales shrunk as its test
+    resize is: (2 x CROP, CROP) x the same six ratios."""
+    cfg = Config.fromfile(path)
+    for t in cfg.tta_pipeline[1].transforms[0]:
+        ratio = t.scale[1] / 512
+        t.scale = (int(2 * CROP * ratio), int(CROP * ratio))
+    cfg.custom_hooks = []  # the recorder hook lives in this process only
+    out = str(tmp_path / ('tta_' + osp.basename(path)))
+    cfg.dump(out)
+    return out
+
+
+def test_tta_views(ade_root, tmp_path):
+    """Each val image gives 12 views, sides multiples of 32, half flipped."""
+    from mmengine.registry import init_default_scope
+    from mmseg.registry import DATASETS
+    path = small_tta_config(
+        small_config('fpn_fcvit_b12_ade20k.py', ade_root, tmp_path),
+        tmp_path)
+    cfg = Config.fromfile(path)
+    init_default_scope('mmseg')
+    dataset = DATASETS.build(
+        dict(cfg.test_dataloader.dataset, pipeline=cfg.tta_pipeline))
+    item = dataset[0]
+    assert len(item['inputs']) == len(item['data_samples']) == 12
+    assert all(x.shape[1] % 32 == 0 and x.shape[2] % 32 == 0
+               for x in item['inputs'])
+    assert len({tuple(x.shape) for x in item['inputs']}) > 1
+    assert sum(s.flip for s in item['data_samples']) == 6
+
+
+def test_tta_through_mmseg_own_test_tool(ade_root, train_root, ref_ckpt,
+                                         tmp_path):
+    """mmseg's tools/test.py --tta on our config and a checkpoint of our
+    train.py: the multi-scale + flip model evaluates mIoU."""
+    tool = osp.join(osp.dirname(mmseg.__file__), '.mim', 'tools', 'test.py')
+    if not osp.isfile(tool):
+        pytest.skip('this mmseg installation ships no tools/test.py')
+    run = train_small(CKPT_CONFIG, ade_root, train_root, ref_ckpt)
+    config = small_tta_config(run['config'], tmp_path)
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    proc = subprocess.run(
+        [sys.executable, tool, config, run['checkpoint'], '--tta',
+         '--work-dir', str(tmp_path / 'work')],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True,
+        timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    log = open(glob_one(tmp_path / 'work', '*.log')).read()
+    # the model tested is SegTTAModel around ours
+    model_cfg = log[log.index('\nmodel = dict('):][:100]
+    assert 'module=dict(' in model_cfg, model_cfg
+    assert re.search(r'Iter\(test\) \[2/2\].*mIoU: \d', log), log[-3000:]
+
+
+def glob_one(folder, pattern):
+    found = [osp.join(dp, f) for dp, _, fs in os.walk(str(folder))
+             for f in fs if fnmatch.fnmatch(f, pattern)]
+    assert len(found) == 1, found
+    return found[0]

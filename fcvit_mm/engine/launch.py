@@ -42,7 +42,8 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` and its DDP
     wrapper passes ``device_ids``; both fail on CPU. Initialising the process
     group here makes the runner skip its own initialisation, and
-    ``device_ids=None`` makes DDP work on CPU tensors.
+    ``device_ids=None`` makes DDP work on CPU tensors. SyncBN norms of the
+    model become BN (as in a one-process run): they need CUDA.
 
     Returns:
         bool: whether the CPU path was taken.
@@ -67,6 +68,8 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     cfg.env_cfg.dist_cfg.backend = 'gloo'
+    from .sync_bn import revert_sync_bn_cfg
+    revert_sync_bn_cfg(cfg)  # SyncBN needs CUDA
     wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
         type='MMDistributedDataParallel',
         broadcast_buffers=False,

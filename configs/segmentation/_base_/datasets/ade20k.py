@@ -27,6 +27,30 @@ test_pipeline = [
     dict(type='LoadAnnotations', reduce_zero_label=True),
     dict(type='PackSegInputs'),
 ]
+# Multi-scale + flip test (`--tta` of tools/test.py): mmseg's ADE20K set of
+# ratios, applied to the single-scale test size (2048 x 512, as the
+# reference's multi-scale test), each scale with and without a horizontal
+# flip, then resized to a multiple of 32 as above; SegTTAModel (mmseg's
+# default runtime) averages the 12 softmax maps at the original size.
+img_ratios = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
+tta_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(
+        type='TestTimeAug',
+        transforms=[
+            [
+                dict(type='Resize', scale=(int(2048 * r), int(512 * r)),
+                     keep_ratio=True) for r in img_ratios
+            ],
+            [
+                dict(type='RandomFlip', prob=0., direction='horizontal'),
+                dict(type='RandomFlip', prob=1., direction='horizontal')
+            ],
+            [dict(type='ResizeToMultiple', size_divisor=32)],
+            [dict(type='LoadAnnotations', reduce_zero_label=True)],
+            [dict(type='PackSegInputs')],
+        ])
+]
 train_dataloader = dict(
     batch_size=4,
     num_workers=4,

@@ -2,15 +2,15 @@
 # (strides 4, 8, 16, 32) feed mmseg's FPN (256 channels) and FPNHead
 # (128 channels), as in the reference's Semantic FPN configs.
 #
-# Decode-head norm: plain BN (not SyncBN), so that one CPU or GPU trains and
-# tests without overrides and CPU distributed runs (gloo) work. Under
-# multi-GPU training each GPU normalises over its own 4 images (about 65k
-# positions per channel at stride 4 for 512 x 512 crops). For the reference's
-# SyncBN on GPUs: --cfg-options model.decode_head.norm_cfg.type=SyncBN
+# Decode-head norm: SyncBN, as the reference (mmseg's fpn_r50 base): under
+# multi-GPU training the statistics are those of the whole batch (8 x 4
+# crops). One-process runs (one GPU or CPU) get plain BN layers: mmengine's
+# runner reverts SyncBN when it is not distributed, and our tools do the
+# same for CPU-distributed (gloo) runs, where SyncBN cannot work.
 _base_ = 'mmseg::_base_/models/fpn_r50.py'
 custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
-head_norm_cfg = dict(type='BN', requires_grad=True)
+head_norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     pretrained=None,
     backbone=dict(

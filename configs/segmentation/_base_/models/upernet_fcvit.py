@@ -2,14 +2,14 @@
 # fusion, 512 channels) over the four normed stage outputs, and the usual
 # auxiliary FCN head (weight 0.4) on the stride-16 output.
 #
-# Head norms: plain BN (not SyncBN) so that one CPU or GPU runs without
-# overrides; under multi-GPU training each GPU normalises over its own
-# images. For SyncBN on GPUs: --cfg-options model.decode_head.norm_cfg.type=
-# SyncBN model.auxiliary_head.norm_cfg.type=SyncBN
+# Head norms: SyncBN, as mmseg's UperNet recipe: under multi-GPU training
+# the statistics are those of the whole batch. One-process runs get plain BN
+# (mmengine's runner reverts SyncBN when it is not distributed; our tools do
+# the same for CPU-distributed gloo runs).
 _base_ = 'mmseg::_base_/models/upernet_r50.py'
 custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
-head_norm_cfg = dict(type='BN', requires_grad=True)
+head_norm_cfg = dict(type='SyncBN', requires_grad=True)
 model = dict(
     pretrained=None,
     backbone=dict(
