@@ -2,6 +2,7 @@
 that never lose the previous checkpoint, resume fallback past corrupt
 checkpoints, random-state restore, NaN stop, dataset file checks. Exercised on a toy mmengine model (fast); the detection and
 classification configs are exercised end to end in test_reliability.py."""
+import itertools
 import os
 import signal
 import subprocess
@@ -60,6 +61,9 @@ class NoisyDataset(torch.utils.data.Dataset):
         return dict(x=x, y=x.sum())
 
 
+RUNNERS = itertools.count()
+
+
 def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
                 nan_at=None, hooks=('RandomStateHook', ), seed=7,
                 checkpoint=None, model=None, clip_grad=None):
@@ -87,6 +91,9 @@ def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
                            logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type=h) for h in hooks],
         randomness=dict(seed=seed),
+        # its own message hub and logger, even for runners made within the
+        # same second (mmengine names them after the time by default)
+        experiment_name=f'toy_{next(RUNNERS)}',
         resume=resume,
         default_scope='mmengine')
 

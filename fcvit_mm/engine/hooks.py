@@ -20,6 +20,7 @@ and ``default_hooks.checkpoint``), so they are active whichever
 train``).
 """
 import math
+import os.path as osp
 import random
 from contextlib import contextmanager
 
@@ -217,8 +218,12 @@ class SafeCheckpointHook(CheckpointHook):
             self.backend_args = dict(backend=ATOMIC_BACKEND)
 
     def before_run(self, runner) -> None:
-        if is_main_process():
-            for path in remove_temporary_files(runner.work_dir):
+        folders = {runner.work_dir}
+        if self.out_dir is not None and '://' not in str(self.out_dir):
+            folders.add(osp.join(str(self.out_dir),
+                                 osp.basename(runner.work_dir.rstrip('/'))))
+        for folder in sorted(folders) if is_main_process() else ():
+            for path in remove_temporary_files(folder):
                 runner.logger.warning(f'removed {path}, left by a save that '
                                       f'was interrupted')
         missing = {'RandomStateHook', 'FiniteLossHook'} - {

@@ -262,11 +262,19 @@ def fit_checkpoint(module: nn.Module, state_dict: dict, prefix: str,
     keys = [k for k in state_dict if k.startswith(prefix)]
     local = OrderedDict((k[len(prefix):], state_dict[k]) for k in keys)
     if is_reference_layout(local):
-        local, _ = convert_reference_state_dict(local)  # head: not ours
+        local = _ours(local)
         for k in keys:
             del state_dict[k]
         state_dict.update((prefix + k, v) for k, v in local.items())
     check_fits(module, local, prefix[:-1])
+
+
+def _ours(state_dict: Mapping) -> Mapping:
+    """A backbone state dict in this project's layout (the reference's
+    renamed; its classification head is not the backbone's)."""
+    if is_reference_layout(state_dict):
+        return convert_reference_state_dict(state_dict)[0]
+    return state_dict
 
 
 def load_pretrained(module: nn.Module,
@@ -397,8 +405,8 @@ def check_resumable(path: str, model: Optional[nn.Module] = None) -> dict:
         sd = extract_state_dict(ckpt, path)
         for name, module in model.named_modules():
             if fit_checkpoint in _pre_hooks(module):
-                local = backbone_state_dict_from(sd, f'{name}.' if name
-                                                 else None)
+                local = _ours(backbone_state_dict_from(
+                    sd, f'{name}.' if name else None))
                 try:
                     check_fits(module, local, name)
                 except CheckpointError as e:

@@ -16,4 +16,6 @@ randomness = dict(seed=None, deterministic=False, diff_rank_seed=True)
 # new one is in place, --resume past checkpoints that do not load). A config
 # that sets custom_hooks must list these two as well.
 custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
-default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))
+# (SafeCheckpointHook, the safe checkpoint saving, is named in the schedules:
+# mmseg keeps default_hooks there, and mmengine allows a key in only one of a
+# config's bases.)
