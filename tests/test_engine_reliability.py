@@ -66,7 +66,7 @@ RUNNERS = itertools.count()
 
 def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
                 nan_at=None, hooks=('RandomStateHook', ), seed=7,
-                checkpoint=None, model=None, clip_grad=None):
+                checkpoint=None, model=None, clip_grad=None, load_from=None):
     loop = dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else \
         dict(by_epoch=False, max_iters=max_epochs * 4)
     torch.manual_seed(0)  # same initial weights in every run
@@ -95,6 +95,7 @@ def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
         # same second (mmengine names them after the time by default)
         experiment_name=f'toy_{next(RUNNERS)}',
         resume=resume,
+        load_from=load_from,
         default_scope='mmengine')
 
 
@@ -371,6 +372,10 @@ def test_resume_in_work_dir_of_another_variant(tmp_path):
     msg = str(e.value)
     assert 'epoch_1.pth' in msg and 'another variant' in msg
     assert 'param_groups' not in msg and 'optimizer' not in msg
+    # load_from (fine-tuning from a whole-model checkpoint): the same rule
+    with pytest.raises(CheckpointError, match='another variant'):
+        make_runner(tmp_path / 'ft', 1, model=FCViTToy(big),
+                    load_from=str(tmp_path / 'epoch_1.pth')).train()
 
 
 def test_nan_stop_names_likely_causes(tmp_path):

@@ -380,8 +380,7 @@ class FCViT(BaseModule):
 
         self.fast_path = fast_path
         self._freeze_stages()
-        # every load (init_cfg, load_from, load_checkpoint, the libraries'
-        # init_* / get_model / tools): reference keys renamed, misfits refused
+        # whatever loads a checkpoint: reference keys renamed, misfits refused
         self.register_load_state_dict_pre_hook(fit_checkpoint)
 
     @property
