@@ -9,9 +9,10 @@ import pytest
 import torch
 
 import fcvit_mm  # noqa: F401
-from fcvit_mm.models import FCViT, convert_reference_state_dict
-from fcvit_mm.models.utils import load_pretrained
-from fcvit_mm.utils.checkpoint import CheckpointError, safe_load
+from fcvit_mm.models import FCViT
+from fcvit_mm.utils.checkpoint import (CheckpointError,
+                                       convert_reference_state_dict,
+                                       load_pretrained, safe_load)
 
 from conftest import ROOT
 

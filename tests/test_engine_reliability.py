@@ -1,7 +1,8 @@
-"""Engine pieces that keep training safe: atomic checkpoint writes, resume
-fallback past corrupt checkpoints, random-state restore, NaN stop, dataset
-file checks. Exercised on a toy mmengine model (fast); the detection and
+"""Engine pieces that keep training safe: atomic checkpoint writes, saves
+that never lose the previous checkpoint, resume fallback past corrupt
+checkpoints, random-state restore, NaN stop, dataset file checks. Exercised on a toy mmengine model (fast); the detection and
 classification configs are exercised end to end in test_reliability.py."""
+import itertools
 import os
 import signal
 import subprocess
@@ -18,10 +19,9 @@ from mmengine.model import BaseModel
 from mmengine.runner import Runner
 
 import fcvit_mm  # noqa: F401
-from fcvit_mm.engine.checkpoint_io import (AtomicLocalBackend,
-                                           find_resumable_checkpoint)
 from fcvit_mm.engine.data_checks import DatasetError, check_annotation_files
-from fcvit_mm.utils.checkpoint import safe_load
+from fcvit_mm.utils.checkpoint import (AtomicLocalBackend, CheckpointError,
+                                       find_resumable_checkpoint, safe_load)
 
 from conftest import ROOT
 
@@ -61,13 +61,20 @@ class NoisyDataset(torch.utils.data.Dataset):
         return dict(x=x, y=x.sum())
 
 
+RUNNERS = itertools.count()
+
+
 def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
-                nan_at=None, hooks=('RandomStateHook', )):
+                nan_at=None, hooks=('RandomStateHook', ), seed=7,
+                checkpoint=None, model=None, clip_grad=None, load_from=None):
     loop = dict(by_epoch=True, max_epochs=max_epochs) if by_epoch else \
         dict(by_epoch=False, max_iters=max_epochs * 4)
     torch.manual_seed(0)  # same initial weights in every run
+    ckpt = dict(type='SafeCheckpointHook', interval=1 if by_epoch else 4,
+                by_epoch=by_epoch)
+    ckpt.update(checkpoint or {})
     return Runner(
-        model=NoisyToy(nan_at=nan_at),
+        model=model or NoisyToy(nan_at=nan_at),
         work_dir=str(work_dir),
         train_dataloader=dict(
             dataset=NoisyDataset(), batch_size=4, num_workers=1,
@@ -76,17 +83,19 @@ def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
                          'InfiniteSampler', shuffle=True),
             collate_fn=dict(type='default_collate')),
         optim_wrapper=dict(optimizer=dict(type='SGD', lr=0.05,
-                                          momentum=0.9)),
+                                          momentum=0.9), clip_grad=clip_grad),
         param_scheduler=dict(type='MultiStepLR', milestones=[2],
                              by_epoch=by_epoch),
         train_cfg=loop,
-        default_hooks=dict(
-            checkpoint=dict(type='CheckpointHook', interval=1 if by_epoch
-                            else 4, by_epoch=by_epoch),
-            logger=dict(type='LoggerHook', interval=1)),
+        default_hooks=dict(checkpoint=ckpt,
+                           logger=dict(type='LoggerHook', interval=1)),
         custom_hooks=[dict(type=h) for h in hooks],
-        randomness=dict(seed=7),
+        randomness=dict(seed=seed),
+        # its own message hub and logger, even for runners made within the
+        # same second (mmengine names them after the time by default)
+        experiment_name=f'toy_{next(RUNNERS)}',
         resume=resume,
+        load_from=load_from,
         default_scope='mmengine')
 
 
@@ -110,8 +119,8 @@ class CrashAfterCheckpoint(Hook):
             raise Crash
 
 
-def interrupted_then_resumed(work_dir, by_epoch=True, hooks=None):
-    kwargs = dict(by_epoch=by_epoch)
+def interrupted_then_resumed(work_dir, by_epoch=True, hooks=None, seed=7):
+    kwargs = dict(by_epoch=by_epoch, seed=seed)
     if hooks is not None:
         kwargs['hooks'] = hooks
     part = make_runner(work_dir, 4, **kwargs)
@@ -187,7 +196,8 @@ def test_checkpoint_write_is_atomic_under_sigkill(tmp_path):
             time.sleep(60)
         os.fsync = hang
         save_checkpoint({{'state_dict': {{'w': torch.zeros(1000000)}}}},
-                        {str(target)!r})
+                        {str(target)!r},
+                        backend_args=dict(backend='atomic_local'))
     ''')
     proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
                             stdout=subprocess.PIPE, text=True)
@@ -201,7 +211,7 @@ def test_checkpoint_write_is_atomic_under_sigkill(tmp_path):
     proc.wait(timeout=30)
     ckpt = safe_load(str(target))
     torch.testing.assert_close(ckpt['state_dict']['w'], torch.ones(3))
-    # the backend is mmengine's local one, and a normal write lands
+    # a normal write lands, and leaves no temporary file
     backend = AtomicLocalBackend()
     backend.put(b'abc', tmp_path / 'sub' / 'f.bin')
     assert (tmp_path / 'sub' / 'f.bin').read_bytes() == b'abc'
@@ -227,3 +237,180 @@ def test_annotation_file_checks(tmp_path):
     with pytest.raises(DatasetError,
                        match='not found.*missing/instances.json'):
         check_annotation_files(cfg, ['test_dataloader'])
+
+
+# --------------------------------------------------------------------------
+# SafeCheckpointHook: no save loses a checkpoint; --resume that says why
+# --------------------------------------------------------------------------
+def _loads(path):
+    return 'state_dict' in safe_load(str(path))
+
+
+@pytest.mark.parametrize('hook,keeps', [('CheckpointHook', False),
+                                        ('SafeCheckpointHook', True)])
+def test_failed_save_keeps_the_previous_checkpoint(tmp_path, hook, keeps):
+    """max_keep_ckpts=1 and the next save's path is a directory: mmengine's
+    own hook has removed the only checkpoint before failing; ours keeps it."""
+    (tmp_path / 'epoch_2.pth').mkdir()
+    runner = make_runner(tmp_path, 3, checkpoint=dict(type=hook,
+                                                      max_keep_ckpts=1))
+    with pytest.raises(OSError):
+        runner.train()
+    assert (tmp_path / 'epoch_1.pth').is_file() == keeps
+    if keeps:
+        assert _loads(tmp_path / 'epoch_1.pth')
+        assert not [p for p in os.listdir(tmp_path) if p.endswith('.tmp')]
+
+
+def test_successful_saves_still_rotate(tmp_path):
+    make_runner(tmp_path, 3, checkpoint=dict(max_keep_ckpts=1)).train()
+    assert sorted(p for p in os.listdir(tmp_path) if p.endswith('.pth')) \
+        == ['epoch_3.pth']
+
+
+KILL_DURING_SECOND_SAVE = '''
+import os, sys, time
+sys.path.insert(0, {tests!r})
+import test_engine_reliability as t
+calls = []
+real_fsync = os.fsync
+def fsync(fd):
+    calls.append(fd)
+    if len(calls) == 2:  # the epoch-2 checkpoint: bytes written, not renamed
+        print('writing', flush=True)
+        time.sleep(120)
+    real_fsync(fd)
+os.fsync = fsync
+t.make_runner({work!r}, 4, checkpoint=dict(max_keep_ckpts=1),
+              seed={seed}).train()
+'''
+
+
+def _kill_during_second_save(work, seed):
+    code = KILL_DURING_SECOND_SAVE.format(tests=osp_tests(), work=str(work),
+                                          seed=seed)
+    proc = subprocess.Popen([sys.executable, '-c', code], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    lines = []
+    while 'writing' not in lines:
+        line = proc.stdout.readline()
+        assert line, f'training ended early: {lines}'
+        lines.append(line.strip())
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def osp_tests():
+    return os.path.join(ROOT, 'tests')
+
+
+@pytest.mark.parametrize('seed', [7, None])
+def test_sigkill_during_save_then_resume(tmp_path, seed):
+    """Killed (SIGKILL) while writing the epoch-2 checkpoint with
+    max_keep_ckpts=1: epoch_1.pth is still there and loads; the next start
+    removes the temporary file and --resume continues from epoch 1 to the
+    weights of an uninterrupted run (with ``seed=None`` too: the resumed run
+    takes the checkpoint's seed before its data loader draws anything)."""
+    work = tmp_path / 'work'
+    _kill_during_second_save(work, seed)
+    assert _loads(work / 'epoch_1.pth')
+    assert not (work / 'epoch_2.pth').exists()
+    leftovers = [p for p in os.listdir(work) if p.endswith('.tmp')]
+    assert len(leftovers) == 1 and leftovers[0].startswith('.epoch_2.pth.')
+    first_seed = safe_load(str(work / 'epoch_1.pth'))['meta']['seed']
+
+    resumed = make_runner(work, 4, resume=True, seed=seed,
+                          checkpoint=dict(max_keep_ckpts=1))
+    resumed.train()
+    assert not [p for p in os.listdir(work) if p.endswith('.tmp')]
+    assert sorted(p for p in os.listdir(work) if p.endswith('.pth')) == \
+        ['epoch_4.pth']
+    full = make_runner(tmp_path / 'full', 4, seed=first_seed)
+    full.train()
+    torch.testing.assert_close(resumed.model.lin.weight,
+                               full.model.lin.weight, rtol=0, atol=0)
+
+
+def test_resume_fails_when_no_checkpoint_loads(tmp_path):
+    make_runner(tmp_path, 2).train()
+    for name in ('epoch_1.pth', 'epoch_2.pth'):
+        (tmp_path / name).write_bytes(b'torn')
+    with pytest.raises(CheckpointError) as e:
+        make_runner(tmp_path, 3, resume=True).train()
+    msg = str(e.value)
+    assert 'none of the checkpoints' in msg
+    assert 'epoch_1.pth' in msg and 'epoch_2.pth' in msg and 'corrupt' in msg
+    # nothing to resume: a fresh start
+    fresh = make_runner(tmp_path / 'empty', 1, resume=True)
+    fresh.train()
+    assert (tmp_path / 'empty' / 'epoch_1.pth').is_file()
+
+
+class FCViTToy(BaseModel):
+    """A tiny FCViT with a linear head (for variant checks)."""
+
+    def __init__(self, dims):
+        super().__init__()
+        from fcvit_mm.models import FCViT
+        self.backbone = FCViT(arch=dict(layers=[1, 1, 1, 1], embed_dims=dims,
+                                        mlp_ratios=[1, 1, 1, 1]),
+                              out_indices=(3, ))
+        self.head = nn.Linear(dims[-1], 1)
+
+    def forward(self, x, y=None, mode='loss'):
+        x = x.view(-1, 1, 1, 4).expand(-1, 3, 32, 4).repeat(1, 1, 1, 8)
+        out = self.head(self.backbone(x)[0].mean((2, 3))).squeeze(-1)
+        return dict(loss=(out - y).square().mean()) if mode == 'loss' \
+            else out
+
+
+def test_resume_in_work_dir_of_another_variant(tmp_path):
+    small, big = [8, 16, 24, 32], [16, 32, 48, 64]
+    make_runner(tmp_path, 1, model=FCViTToy(small)).train()
+    with pytest.raises(CheckpointError) as e:
+        make_runner(tmp_path, 2, resume=True, model=FCViTToy(big)).train()
+    msg = str(e.value)
+    assert 'epoch_1.pth' in msg and 'another variant' in msg
+    assert 'param_groups' not in msg and 'optimizer' not in msg
+    # load_from (fine-tuning from a whole-model checkpoint): the same rule
+    with pytest.raises(CheckpointError, match='another variant'):
+        make_runner(tmp_path / 'ft', 1, model=FCViTToy(big),
+                    load_from=str(tmp_path / 'epoch_1.pth')).train()
+
+
+def test_nan_stop_names_likely_causes(tmp_path):
+    runner = make_runner(tmp_path, 2, nan_at=2, hooks=('FiniteLossHook', ))
+    with pytest.raises(FloatingPointError) as e:
+        runner.train()
+    msg = str(e.value)
+    assert 'no gradient clipping' in msg and 'learning rate (0.05)' in msg
+    assert 'drop-path' not in msg
+    model = NoisyToy(nan_at=1)
+    model.drop_path = nn.Module()
+    model.drop_path.drop_prob = 1.5
+    runner = make_runner(tmp_path / 'dp', 2, model=model,
+                         hooks=('FiniteLossHook', ),
+                         clip_grad=dict(max_norm=1.0))
+    with pytest.raises(FloatingPointError) as e:
+        runner.train()
+    msg = str(e.value)
+    assert msg.index('drop-path probability of 1.5') < \
+        msg.index('learning rate')
+    assert 'no gradient clipping' not in msg
+
+
+def test_import_leaves_mmengine_local_backend_alone():
+    code = textwrap.dedent('''
+        from mmengine.fileio import get_file_backend
+        from mmengine.fileio.backends import LocalBackend, backends
+        from mmengine.fileio.backends.registry_utils import prefix_to_backends
+        before = (dict(backends), dict(prefix_to_backends))
+        import fcvit_mm
+        after = (dict(backends), dict(prefix_to_backends))
+        assert before[1] == after[1], 'prefixes changed'
+        assert {k: v for k, v in after[0].items()
+                if k != 'atomic_local'} == before[0], 'backends changed'
+        assert type(get_file_backend('/tmp/x.pth')) is LocalBackend
+        assert after[0]['atomic_local'].__module__.startswith('fcvit_mm')
+    ''')
+    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)

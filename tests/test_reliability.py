@@ -21,6 +21,9 @@ from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
 TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
+# what configs/*/_base_/default_runtime.py declares: a config that sets
+# custom_hooks lists them too
+OUR_HOOKS = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
 
 HOOKS_MODULE = '''
 import json, os, signal
@@ -91,18 +94,18 @@ def user_config(folder, base, hooks):
             _base_ = [{base!r}]
             custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
                                   allow_failed_imports=False)
-            custom_hooks = {hooks!r}
+            custom_hooks = {OUR_HOOKS + list(hooks)!r}
         '''))
     return path
 
 
 def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
-          launcher=None):
+          launcher=None, tool=None):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
                PYTHON=sys.executable)
     if launcher is None:
-        cmd = [sys.executable, osp.join(TOOLS, 'train.py'), config]
+        cmd = [sys.executable, tool or osp.join(TOOLS, 'train.py'), config]
     else:
         env['PORT'] = str(free_port())
         cmd = ['bash', osp.join(TOOLS, 'dist_train.sh'), config, '2']
@@ -146,6 +149,50 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     assert full.keys() == resumed.keys()
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
+
+
+def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
+        coco, hooks_dir, tmp_path):
+    """The guarantees come with the config, not with our tool: through
+    mmdet's own tools/train.py (as its wheel ships it), a RetinaNet config
+    inheriting ours with ``seed=None`` (as shipped) is killed (SIGKILL) after
+    the epoch-2 checkpoint, and ``--resume`` ends with the weights of a run
+    that was never interrupted (with the seed the interrupted run drew)."""
+    import mmdet
+    tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
+    from test_detection import RETINANET_B12, retinanet_options
+    opts = retinanet_options(coco) + [
+        'model.backbone.arch=tiny', 'model.neck.in_channels=[64,160,320]',
+        'train_cfg.max_epochs=3', 'train_dataloader.num_workers=1',
+        'train_dataloader.persistent_workers=False', 'train_cfg.val_interval=9',
+        'randomness.seed=None']
+    kill_dir = tmp_path / 'killed'
+    kill_dir.mkdir()
+    kill_cfg = user_config(str(kill_dir), RETINANET_B12,
+                           [dict(type='KillAfterCheckpoint', epoch=2)])
+    work = str(tmp_path / 'interrupted')
+    res = train(kill_cfg, work, opts, hooks_dir, tool=tool)
+    assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
+    assert 'RandomStateHook' in res.stdout  # declared by the config
+    seed = state_dict_meta(osp.join(work, 'epoch_2.pth'))['seed']
+
+    cfg = user_config(str(tmp_path), RETINANET_B12, [])
+    res = train(cfg, work, opts, hooks_dir, ['--resume'], tool=tool)
+    assert res.returncode == 0, res.stdout[-4000:]
+    assert 'resumed epoch: 2' in res.stdout
+    full_opts = opts[:-1] + [f'randomness.seed={seed}']
+    res = train(cfg, str(tmp_path / 'full'), full_opts, hooks_dir, tool=tool)
+    assert res.returncode == 0, res.stdout[-4000:]
+    full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
+    resumed = state_dict(osp.join(work, 'epoch_3.pth'))
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+
+
+def state_dict_meta(path):
+    from fcvit_mm.utils.checkpoint import safe_load
+    return safe_load(path)['meta']
 
 
 def test_resume_with_corrupt_latest_checkpoint_falls_back(
@@ -318,10 +365,11 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
     cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
     cfg.custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
                               allow_failed_imports=False)
-    cfg.custom_hooks = []
+    cfg.custom_hooks = OUR_HOOKS
     full_cfg = str(tmp_path / 'full_cfg.py')
     cfg.dump(full_cfg)
-    cfg.custom_hooks = [dict(type='KillAfterCheckpoint', iteration=4)]
+    cfg.custom_hooks = OUR_HOOKS + [dict(type='KillAfterCheckpoint',
+                                         iteration=4)]
     kill_cfg = str(tmp_path / 'kill_cfg.py')
     cfg.dump(kill_cfg)
 

@@ -99,10 +99,8 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
-    from fcvit_mm.engine import (drop_empty_pretrained, fresh_visualizer_name,
-                                 init_cpu_distributed, load_config,
-                                 prepare_training, task_of)
-    from mmengine.model import is_model_wrapper
+    from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
+                                 load_config, prepare_training, task_of)
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
@@ -111,7 +109,8 @@ def main(argv=None):
     cfg = merge_args(cfg, args)
     init_cpu_distributed(cfg, args.launcher)
     fresh_visualizer_name(cfg)
-    # exact-resume and NaN-stop hooks, annotation checks, resume fallback
+    # annotation checks (exact resume, the NaN stop, safe saves and the
+    # --resume fallback come with the config's hooks, see default_runtime.py)
     prepare_training(cfg)
     if cfg.default_scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo
@@ -120,12 +119,6 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
-    # `pretrained = None` in a config: initialise from scratch, with a warning
-    model = runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
-    drop_empty_pretrained(
-        model, runner.logger,
-        warn=not (cfg.get('load_from') or cfg.get('resume')))
     runner.train()
     return runner
 

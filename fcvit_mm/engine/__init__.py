@@ -1,11 +1,10 @@
 from .launch import (TASK_LIBRARIES, fresh_visualizer_name,
                      init_cpu_distributed, load_config, shutdown_distributed,
                      task_of)
-from .pretrained import drop_empty_pretrained
 from .preflight import prepare_testing, prepare_training
 
 __all__ = [
-    'TASK_LIBRARIES', 'drop_empty_pretrained', 'fresh_visualizer_name',
+    'TASK_LIBRARIES', 'fresh_visualizer_name',
     'init_cpu_distributed', 'load_config', 'prepare_testing',
     'prepare_training', 'shutdown_distributed', 'task_of'
 ]

@@ -5,10 +5,19 @@ _base_ = 'mmpretrain::_base_/default_runtime.py'
 # keep the best top-1 checkpoint besides the latest ones
 default_hooks = dict(
     checkpoint=dict(
-        type='CheckpointHook', interval=1, max_keep_ckpts=3,
+        type='SafeCheckpointHook', interval=1, max_keep_ckpts=3,
         save_best='auto'))
 
 # a different seed on each rank, so that random augmentation never repeats
 # across GPUs (mmengine keeps the samplers' shuffling in sync); set
 # randomness.seed for a reproducible run
 randomness = dict(seed=None, deterministic=False, diff_rank_seed=True)
+
+# The run's guarantees travel with the config, whichever train.py starts it
+# (ours, the library's own, `mim train`); see fcvit_mm/engine/hooks.py:
+# exact resume (random generators' states in every checkpoint), a stop at the
+# first non-finite loss naming its likely causes, and checkpoints that no
+# failed or killed save loses (atomic writes, old ones removed only after the
+# new one is in place, --resume past checkpoints that do not load). A config
+# that sets custom_hooks must list these two as well.
+custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]

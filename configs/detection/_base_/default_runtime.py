@@ -6,3 +6,13 @@ _base_ = 'mmdet::_base_/default_runtime.py'
 # across GPUs (mmengine keeps the samplers' shuffling in sync); set
 # randomness.seed for a reproducible run
 randomness = dict(seed=None, deterministic=False, diff_rank_seed=True)
+
+# The run's guarantees travel with the config, whichever train.py starts it
+# (ours, the library's own, `mim train`); see fcvit_mm/engine/hooks.py:
+# exact resume (random generators' states in every checkpoint), a stop at the
+# first non-finite loss naming its likely causes, and checkpoints that no
+# failed or killed save loses (atomic writes, old ones removed only after the
+# new one is in place, --resume past checkpoints that do not load). A config
+# that sets custom_hooks must list these two as well.
+custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
+default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

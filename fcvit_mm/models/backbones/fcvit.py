@@ -20,7 +20,8 @@ The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
 the reference implementation's names inside a block, so that its published
 checkpoints convert with a plain key renaming
-(:func:`fcvit_mm.models.utils.convert_reference_state_dict`).
+(:func:`fcvit_mm.utils.checkpoint.convert_reference_state_dict`), which a
+``load_state_dict`` pre-hook applies whatever loads the model.
 """
 from typing import Dict, Optional, Sequence, Tuple, Union
 
@@ -36,6 +37,8 @@ from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from fcvit_mm.utils.checkpoint import (fit_checkpoint, is_empty_pretrained,
+                                       load_pretrained)
 from . import _fast
 
 #: Number of heads ("groups") of the global-context module.
@@ -377,6 +380,8 @@ class FCViT(BaseModule):
 
         self.fast_path = fast_path
         self._freeze_stages()
+        # whatever loads a checkpoint: reference keys renamed, misfits refused
+        self.register_load_state_dict_pre_hook(fit_checkpoint)
 
     @property
     def fast_path(self) -> bool:
@@ -467,15 +472,14 @@ class FCViT(BaseModule):
     # ------------------------------------------------------------------ #
     def init_weights(self):
         init_cfg = self.init_cfg
+        if is_empty_pretrained(init_cfg):
+            MMLogger.get_current_instance().warning(
+                'FCViT: init_cfg names no pretrained checkpoint '
+                '(checkpoint=None): the backbone starts from scratch (unless '
+                'load_from / --resume loads a whole model over it). Set one '
+                'with --cfg-options model.backbone.init_cfg.checkpoint=PATH')
+            init_cfg = None
         if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-            if not init_cfg.get('checkpoint'):
-                MMLogger.get_current_instance().warning(
-                    'FCViT: init_cfg names no pretrained checkpoint '
-                    '(checkpoint=None): the backbone starts from scratch')
-                self._init_from_scratch()
-                self._is_init = True
-                return
-            from fcvit_mm.models.utils import load_pretrained
             load_pretrained(
                 self,
                 init_cfg['checkpoint'],
