@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -414,3 +415,29 @@ def test_import_leaves_mmengine_local_backend_alone():
         assert after[0]['atomic_local'].__module__.startswith('fcvit_mm')
     ''')
     subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_random_state_restores_from_gpu_mapped_checkpoint():
+    """A resumed checkpoint is mapped to the training device: the saved
+    generator states then arrive as CUDA tensors (seen on an H100: "can't
+    convert cuda:0 device type tensor to numpy")."""
+    from fcvit_mm.engine.hooks import RandomStateHook
+    torch.cuda.init()
+    state = RandomStateHook.get_state()
+    expected = (torch.rand(3), np.random.rand(3), torch.rand(3, device='cuda'))
+
+    def to_cuda(x):
+        if torch.is_tensor(x):
+            return x.cuda()
+        if isinstance(x, dict):
+            return {k: to_cuda(v) for k, v in x.items()}
+        if isinstance(x, list):
+            return [to_cuda(v) for v in x]
+        return x
+
+    RandomStateHook.set_state(to_cuda(state))
+    again = (torch.rand(3), np.random.rand(3), torch.rand(3, device='cuda'))
+    assert torch.equal(expected[0], again[0])
+    assert np.array_equal(expected[1], again[1])
+    assert torch.equal(expected[2], again[2])

@@ -73,13 +73,17 @@ class RandomStateHook(Hook):
 
     @staticmethod
     def set_state(state: dict) -> None:
+        """Apply ``state``; its tensors may come back on the GPU (mmengine
+        maps a resumed checkpoint to the training device): generator states
+        are CPU tensors, so they are moved there first."""
         random.setstate(_as_python_state(state['python']))
         n = state['numpy']
-        np.random.set_state((n['kind'], n['keys'].numpy().astype(np.uint32),
-                             n['pos'], n['has_gauss'], n['gauss']))
-        torch.set_rng_state(state['torch'])
+        np.random.set_state(
+            (n['kind'], n['keys'].cpu().numpy().astype(np.uint32), n['pos'],
+             n['has_gauss'], n['gauss']))
+        torch.set_rng_state(state['torch'].cpu())
         if 'cuda' in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state['cuda'])
+            torch.cuda.set_rng_state_all([s.cpu() for s in state['cuda']])
 
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         checkpoint[self.key] = self.get_state()
