@@ -108,7 +108,7 @@ class GlobalContext(FastPathMixin, nn.Module):
     ``forward`` returns only the context; :meth:`add_to` returns
     ``x + context`` (the token mixer's use). On the fast path the per-head
     products are batched matrix products with block-diagonal matrices of
-    the mean token (steps 2) and of the bottleneck output (step 6, fused
+    the mean token (step 2) and of the bottleneck output (step 6, fused
     with the addition), and the statistics of step 3 are taken in float32
     at least.
     """
