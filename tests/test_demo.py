@@ -1,6 +1,7 @@
-"""`make demo` end to end, shortened: generated data, tools/train.py,
-tools/test.py, the curves and prediction PNGs and the summary, for the three
-tasks (a few iterations each, so the metrics are not checked for learning)."""
+"""`make demo` end to end, shortened: generated data, tools/train.py and
+tools/test.py (their own processes, one thread each), the curves, the
+libraries' drawings of the predictions and the summary, for the three tasks
+(a few iterations each, so the metrics are not checked for learning)."""
 import json
 import os
 import os.path as osp
@@ -14,15 +15,6 @@ ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 def _demo():
     return load_tool('demo')
-
-
-@pytest.fixture
-def one_thread():
-    # tiny models: one thread is as fast, and far faster on a busy machine
-    import torch
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _valid_png(path):
@@ -39,7 +31,7 @@ def _valid_png(path):
 @pytest.mark.parametrize('task,metric,top', [
     ('det', 'bbox AP@0.5', 1.0), ('seg', 'mIoU', 100.0),
     ('cls', 'top-1', 100.0)])
-def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
+def test_short_demo(tmp_path, capsys, task, metric, top):
     demo = _demo()
     work_dir = tmp_path / 'work'
     summary = demo.main([
@@ -61,16 +53,24 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
     # evaluated: the task's metric in its range
     assert 0.0 <= summary['metrics'][metric] <= top
     # the log has training losses and validation metrics for the curves
-    train, val = demo._read_scalars(summary['log_dir'])
+    from fcvit_mm.analysis.curves import read_scalars
+    train, val = read_scalars(osp.join(summary['log_dir'], 'vis_data',
+                                       'scalars.json'))
     assert len(train) == 3 and all('loss' in r for r in train)
     assert len(val) == 1 and val[0]['step'] == 3
+    assert metric_key(demo, task, metric) in val[0]
     _valid_png(summary['curves'])
-    # prediction pictures: ground truth | prediction, per val image
-    assert len(summary['predictions']) == 3
+    # prediction pictures: every val image, drawn by the library's
+    # visualizer (ground truth and prediction side by side for det / seg)
+    assert len(summary['predictions']) == 4
+    val_w = dict(det=128, seg=128, cls=64)[task]
     for path in summary['predictions']:
-        assert osp.dirname(path) == str(work_dir / 'predictions')
-        _valid_png(path)
-    _valid_png(summary['predictions_overview'])
+        assert path.startswith(str(work_dir / 'predictions') + os.sep)
+        img = _valid_png(path)
+        if task != 'cls':
+            assert img.shape[1] == 2 * val_w
+    overview = _valid_png(summary['predictions_overview'])
+    assert overview.shape[0] >= 2 * 64  # 3 pictures: two rows (det, seg)
     with open(work_dir / 'summary.json') as f:
         assert json.load(f)['metrics'] == summary['metrics']
     out = capsys.readouterr().out
@@ -78,6 +78,10 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
     assert metric in out and summary['curves'] in out
     if task == 'det':
         _check_similarity_maps(tmp_path, summary)
+
+
+def metric_key(demo, task, name):
+    return dict(demo.TASKS[task]['metrics'])[name]
 
 
 def _check_similarity_maps(tmp_path, summary):
