@@ -18,9 +18,13 @@ def _demo():
 
 
 def _valid_png(path):
-    assert osp.isfile(path), path
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    return _valid_image(path)
+
+
+def _valid_image(path):
+    assert osp.isfile(path), path
     img = cv2.imread(path)
     assert img is not None and img.ndim == 3
     assert img.shape[0] >= 64 and img.shape[1] >= 64
@@ -66,11 +70,15 @@ def test_short_demo(tmp_path, capsys, task, metric, top):
     val_w = dict(det=128, seg=128, cls=64)[task]
     for path in summary['predictions']:
         assert path.startswith(str(work_dir / 'predictions') + os.sep)
-        img = _valid_png(path)
+        img = _valid_image(path)  # mmdet keeps the image's format
         if task != 'cls':
             assert img.shape[1] == 2 * val_w
+    # the overview: the first 3 pictures in a grid of 2 (4 for cls) columns
     overview = _valid_png(summary['predictions_overview'])
-    assert overview.shape[0] >= 2 * 64  # 3 pictures: two rows (det, seg)
+    first = [cv2.imread(p) for p in summary['predictions'][:3]]
+    h, w = max(i.shape[0] for i in first), max(i.shape[1] for i in first)
+    cols = 4 if task == 'cls' else 2
+    assert overview.shape[:2] == (h * (1 if task == 'cls' else 2), w * cols)
     with open(work_dir / 'summary.json') as f:
         assert json.load(f)['metrics'] == summary['metrics']
     out = capsys.readouterr().out

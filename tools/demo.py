@@ -63,7 +63,9 @@ TASKS = {
         config='configs/classification/demo_fcvit_tiny_shapes.py',
         fmt='imagenet', work_dir='work_dirs/demo_cls', num_train=2000,
         num_val=200, shapes=dict(img_size=64),
-        metrics=[('top-1', 'accuracy/top1')]),
+        metrics=[('top-1', 'accuracy/top1')],
+        # the 64 x 64 images drawn 4x larger, so that the text fits
+        show_options=['default_hooks.visualization.rescale_factor=4']),
 }
 #: metrics that the libraries report in percent
 PERCENT = ('mIoU', 'aAcc', 'top-1')
@@ -231,7 +233,7 @@ def save_overview(paths, out_file, cols):
     return out_file
 
 
-def _train_and_test(args, cfg_path, work_dir):
+def _train_and_test(args, task, cfg_path, work_dir):
     """tools/train.py, then tools/test.py on the final checkpoint with the
     library's visualizer drawing every val image; returns (checkpoint,
     metrics, drawn images, seconds training, seconds testing)."""
@@ -245,8 +247,8 @@ def _train_and_test(args, cfg_path, work_dir):
     t0 = time.time()
     run_tool('test', [cfg_path, ckpt, '--work-dir', work_dir, '--show-dir',
                       show_dir, '--cfg-options',
-                      'default_hooks.visualization.interval=1'],
-             args.threads)
+                      'default_hooks.visualization.interval=1',
+                      *TASKS[task].get('show_options', [])], args.threads)
     metrics = _test_metrics(work_dir, t0)
     return (ckpt, metrics, _drawn_images(show_dir), t_train,
             time.time() - t0)
@@ -278,7 +280,7 @@ def main(argv=None):
           f'iterations, validating every {cfg.train_cfg.val_interval}',
           flush=True)
     ckpt, metrics, drawn, t_train, t_test = _train_and_test(
-        args, cfg_path, work_dir)
+        args, task, cfg_path, work_dir)
 
     # 3. curves and an overview of the drawn predictions
     scalars = find_scalars(work_dir)
