@@ -234,6 +234,20 @@ def test_depthwise_conv_function_gradients(dtype):
              torch.randn(2, dtype=dtype, requires_grad=True)))
 
 
+@pytest.mark.parametrize('make', [lambda: TokenMixer(32),
+                                  lambda: ChannelMixer(32, 4)])
+@pytest.mark.parametrize('train', [False, True])
+def test_mixers_alone_fast_equals_plain(make, train):
+    """Each mixer's own fast forward, outside a block (no folding)."""
+    torch.manual_seed(6)
+    plain = _randomize(make()).double()
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 32, 7, 10, dtype=torch.float64)
+    _compare(fast, plain, x, train, rtol=1e-10)
+
+
 @pytest.mark.parametrize('fast', [False, True])
 def test_global_context_either_layout(fast):
     """Both formulations, either memory layout: the same similarity and
