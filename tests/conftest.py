@@ -21,6 +21,7 @@ def repo_root():
 
 @pytest.fixture(scope='session')
 def golden():
-    """The spec's reference outputs for a mini FCViT (see FCVIT_SPEC.md)."""
+    """The reference implementation's outputs for a mini FCViT (see
+    tests/data/README.md)."""
     return torch.load(osp.join(DATA, 'fcvit_mini_golden.pth'),
                       weights_only=True)

@@ -1,5 +1,6 @@
 """tools/analysis: get_flops (hand count of one block), benchmark,
-visualize_similarity."""
+kernel_floor, plot_curves, visualize_similarity, and the shared code in
+fcvit_mm.analysis."""
 import json
 import os.path as osp
 
@@ -8,9 +9,12 @@ import pytest
 import torch
 
 import fcvit_mm  # noqa: F401
+from fcvit_mm.analysis import measure
+from fcvit_mm.analysis.models import build_backbone, parse_fcvit_name
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.backbones.fcvit import FCViTBlock
-from helpers import load_tool
+# one_thread: an autouse fixture for this module
+from helpers import load_tool, one_thread  # noqa: F401
 
 
 def _load(name):
@@ -19,6 +23,8 @@ def _load(name):
 
 get_flops = _load('get_flops')
 benchmark = _load('benchmark')
+kernel_floor = _load('kernel_floor')
+plot_curves = _load('plot_curves')
 visualize = _load('visualize_similarity')
 
 CLS_CONFIG = """
@@ -36,12 +42,15 @@ model = dict(
 
 
 @pytest.fixture(autouse=True)
-def _keep_threads(monkeypatch):
-    """benchmark.main sets the thread count: restore it afterwards; and
-    leave glibc's allocator alone in the test process."""
-    monkeypatch.setattr(benchmark, 'PIN_MMAP_THRESHOLD', False)
+def _allocator_untouched(monkeypatch):
+    """Leave glibc's allocator settings alone in the test process."""
+    monkeypatch.setattr(measure, 'PIN_MMAP_THRESHOLD', False)
+
+
+@pytest.fixture(autouse=True)
+def _threads_restored():
+    """The measuring tools set the thread count: restore it."""
     n = torch.get_num_threads()
-    torch.set_num_threads(1)  # small models: faster on a busy machine
     yield
     torch.set_num_threads(n)
 
@@ -168,27 +177,40 @@ def test_benchmark_memory_in_fresh_process():
     assert rows[0]['peak_mem_mb'] > 0
 
 
+def test_fcvit_names_one_parser():
+    assert parse_fcvit_name('fcvit-b12-plain-cl') == ('b12',
+                                                      {'plain', 'cl'})
+    assert parse_fcvit_name('fcvit-tiny') == ('tiny', set())
+    with pytest.raises(ValueError, match=r'unknown suffix.*\[-plain\]'):
+        parse_fcvit_name('fcvit-tiny-fused')
+    with pytest.raises(ValueError, match='unknown FCViT arch'):
+        parse_fcvit_name('fcvit-b36')
+    with pytest.raises(ValueError, match=r'use fcvit-ARCH with'):
+        parse_fcvit_name('fcvit-tiny-plain', flags=())
+
+
 def test_benchmark_builds_variants():
-    fast = benchmark.build_backbone('fcvit-tiny')
-    plain_cp = benchmark.build_backbone('fcvit-tiny-plain-cp')
+    fast = build_backbone('fcvit-tiny')
+    plain_cp = build_backbone('fcvit-tiny-plain-cp')
     assert fast.fast_path and not fast.with_cp
     assert not plain_cp.fast_path and plain_cp.with_cp
+    assert not plain_cp.stages[2].blocks[0].token_mixer.gc1.fast_path
     with pytest.raises(ValueError,
                        match=r'fcvit-ARCH\[-plain\]\[-cp\]\[-cl\]'):
-        benchmark.build_backbone('fcvit-tiny-fused')
+        build_backbone('fcvit-tiny-fused')
 
 
 def test_benchmark_channels_last_variant():
     """``-cl``: the model as a user would convert it by hand (parameters and
     input channels-last), FCViT or not."""
     args = benchmark.parse_args(['--batch', '1', '--size', '64'])
-    t = benchmark.ImageTarget('fcvit-tiny-plain-cl', args)
+    t = measure.ImageTarget('fcvit-tiny-plain-cl', args)
     assert t.channels_last and not t.model.backbone.fast_path
     assert t.x.is_contiguous(memory_format=torch.channels_last)
     stem = t.model.backbone.patch_embed.proj.weight
     assert stem.is_contiguous(memory_format=torch.channels_last)
     assert not stem.is_contiguous()
-    plain = benchmark.ImageTarget('fcvit-tiny-plain', args)
+    plain = measure.ImageTarget('fcvit-tiny-plain', args)
     assert not plain.channels_last and plain.x.is_contiguous()
     # same function either way
     plain.model.load_state_dict(t.model.state_dict())
@@ -198,15 +220,19 @@ def test_benchmark_channels_last_variant():
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_benchmark_records_the_fast_path_kernels():
+# ---------------------------------------------------------------------- #
+# kernel_floor
+# ---------------------------------------------------------------------- #
+def test_floor_records_the_fast_path_kernels():
     """The kernel floor sees every 1x1 product and depthwise convolution of
     a step, with its shape: FCViT-tiny has 13 blocks, each with 4 products
     in the token mixer and 2 in the channel mixer (one chunk at this size),
     and 3 depthwise convolutions."""
-    args = benchmark.parse_args(['--batch', '1', '--size', '64'])
-    t = benchmark.ImageTarget('fcvit-tiny', args)
+    args = kernel_floor.parse_args(['--batch', '1', '--size', '64'])
+    t = measure.ImageTarget('fcvit-tiny', args)
     for mode in ('inference', 'train'):
-        gemms, dws = benchmark.record_kernels(t, mode, args)
+        rec = kernel_floor.record_kernels(t, mode, args)
+        gemms, dws = rec.gemms, rec.depthwise
         assert len(gemms) == 13 * 6 and len(dws) == 13 * 3
         # first block: 16 x 16 tokens, width 32, bottleneck max(32 // 8, 16)
         assert gemms[0] == (256, 32, 16) and gemms[1] == (256, 16, 32)
@@ -215,33 +241,38 @@ def test_benchmark_records_the_fast_path_kernels():
         # channel mixer: 32 -> 256 -> 32, its 3 x 3 depthwise with GELU
         assert (256, 32, 256) in gemms and (256, 256, 32) in gemms
         assert any(d[0] == (1, 256, 16, 16) and d[2] for d in dws)
-    assert benchmark.record_kernels(
-        benchmark.ImageTarget('fcvit-tiny-plain', args), 'train',
-        args) == ([], [])
+    assert kernel_floor.record_kernels(
+        measure.ImageTarget('fcvit-tiny-plain', args), 'train',
+        args).calls == []
     assert all(p.grad is None for p in t.model.parameters())
 
 
-def test_benchmark_kernel_floor_table(capsys):
-    rows = benchmark.main([
+def test_kernel_floor_table(capsys, tmp_path):
+    out = tmp_path / 'floor.json'
+    rows = kernel_floor.main([
         '--models', 'fcvit-tiny', 'fcvit-tiny-plain', '--batch', '1',
-        '--size', '64', '--reps', '1', '--warmup', '0', '--floor',
-        '--threads', '1', '--baseline', 'fcvit-tiny-plain'])
-    by = {(r['model'], r['mode']): r for r in rows}
-    for mode in ('inference', 'train'):
-        fast = by[('fcvit-tiny', mode)]
-        assert fast['floor_ms'] == pytest.approx(
-            fast['floor_gemm_ms'] + fast['floor_depthwise_ms'])
-        assert fast['floor_gemm_ms'] > 0 and fast['floor_depthwise_ms'] > 0
-        assert fast['floor_ratio'] > 0
-        assert 'floor_ms' not in by[('fcvit-tiny-plain', mode)]
+        '--size', '64', '--reps', '1', '--warmup', '0', '--threads', '1',
+        '--baseline', 'resnet50', '--mode', 'inference', '--json',
+        str(out)])
+    assert [(r['model'], r['mode']) for r in rows] == [
+        ('fcvit-tiny', 'inference')]
+    fast = rows[0]
+    assert fast['floor_ms'] == pytest.approx(
+        fast['floor_gemm_ms'] + fast['floor_depthwise_ms'])
+    assert fast['floor_gemm_ms'] > 0 and fast['floor_depthwise_ms'] > 0
+    assert fast['ms_per_step'] > 0 and fast['baseline_ms'] > 0
+    assert fast['floor_ratio'] == pytest.approx(
+        fast['baseline_ms'] / fast['floor_ms'])
+    assert json.loads(out.read_text())['rows'] == rows
     text = capsys.readouterr().out
-    assert 'kernel floor' in text and 'best x fcvit-tiny-plain' in text
+    assert 'kernel floor' in text and 'best x resnet50' in text
+    assert 'fcvit-tiny-plain: no fast-path kernels recorded' in text
 
 
 def test_benchmark_peak_memory_sees_allocations():
     if not osp.exists('/proc/self/clear_refs'):
         pytest.skip('needs Linux /proc')
-    big = benchmark.peak_memory(
+    big = measure.peak_memory(
         lambda: torch.ones(64 << 20, dtype=torch.uint8).add_(1), 'cpu')
     assert big >= 48 << 20
 
@@ -254,6 +285,52 @@ def test_benchmark_config_iteration(cls_config):
     assert all(r['images_per_s'] > 0 for r in rows)
     with pytest.raises(FileNotFoundError, match='not found'):
         benchmark.main(['--configs', 'no/such/config.py', '--reps', '1'])
+
+
+# ---------------------------------------------------------------------- #
+# plot_curves
+# ---------------------------------------------------------------------- #
+def _write_scalars(path, records):
+    path.parent.mkdir(parents=True)
+    path.write_text('\n'.join(json.dumps(r) for r in records) + '\n')
+
+
+def test_plot_curves_latest_training_run(tmp_path, capsys):
+    import cv2
+    work = tmp_path / 'work'
+    train = [dict(lr=1e-3, loss=2.0 - 0.1 * i, loss_cls=1.0 - 0.05 * i,
+                  loss_bbox=1.0 - 0.05 * i, time=0.5, iter=10 * i,
+                  step=10 * i) for i in range(1, 6)]
+    val = [dict(**{'coco/bbox_mAP': 0.1 * k, 'coco/segm_mAP': 0.05 * k},
+                data_time=0.1, time=0.2, step=20 * k) for k in (1, 2)]
+    # an older training run, and a later run that only tested
+    _write_scalars(work / '20240101_000000' / 'vis_data' / 'scalars.json',
+                   train[:2])
+    _write_scalars(work / '20240102_000000' / 'vis_data' / 'scalars.json',
+                   train[:2] + val[:1] + train[2:] + val[1:])
+    _write_scalars(work / '20240103_000000' / 'vis_data' / 'scalars.json',
+                   [dict(time=0.1, step=1)])
+    res = plot_curves.main([str(work)])
+    assert res['scalars'].endswith(
+        osp.join('20240102_000000', 'vis_data', 'scalars.json'))
+    assert res['out'] == str(work / 'curves.png')
+    assert res['losses'] == ['loss', 'loss_bbox', 'loss_cls']
+    assert res['metrics'] == ['coco/bbox_mAP', 'coco/segm_mAP']
+    assert (res['num_train'], res['num_val']) == (5, 2)
+    img = cv2.imread(res['out'])
+    assert img is not None and img.shape[1] > 400 and img.std() > 0
+    assert 'wrote' in capsys.readouterr().out
+    # one metric, another file
+    res = plot_curves.main([str(work), '--metrics', 'coco/segm_mAP',
+                            '--out', str(tmp_path / 'c.png')])
+    assert res['metrics'] == ['coco/segm_mAP']
+    assert (tmp_path / 'c.png').is_file()
+    with pytest.raises(KeyError, match='not in'):
+        plot_curves.main([str(work), '--metrics', 'mIoU'])
+    with pytest.raises(FileNotFoundError, match='no training log'):
+        plot_curves.main([str(work / '20240103_000000')])
+    with pytest.raises(FileNotFoundError, match='work dir not found'):
+        plot_curves.main([str(tmp_path / 'nowhere')])
 
 
 # ---------------------------------------------------------------------- #

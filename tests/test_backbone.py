@@ -9,7 +9,8 @@ import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.backbones.fcvit import GlobalContext
 
-# exact counts from FCVIT_SPEC.md
+# exact counts of the reference implementation's models (the paper gives
+# them rounded, in units of 2 ** 20: 4.6M, 14M, 25.7M, 49.1M)
 CLS_PARAMS = dict(tiny=4_784_752, b12=14_701_832, b24=26_960_232,
                   b48=51_477_032)
 DENSE_PARAMS = dict(tiny=4_464_264, b12=14_189_856, b24=26_448_256,

@@ -1,6 +1,7 @@
-"""`make demo` end to end, shortened: generated data, tools/train.py,
-tools/test.py, the curves and prediction PNGs and the summary, for the three
-tasks (a few iterations each, so the metrics are not checked for learning)."""
+"""`make demo` end to end, shortened: generated data, tools/train.py and
+tools/test.py (their own processes, one thread each), the curves, the
+libraries' drawings of the predictions and the summary, for the three tasks
+(a few iterations each, so the metrics are not checked for learning)."""
 import json
 import os
 import os.path as osp
@@ -16,19 +17,14 @@ def _demo():
     return load_tool('demo')
 
 
-@pytest.fixture
-def one_thread():
-    # tiny models: one thread is as fast, and far faster on a busy machine
-    import torch
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
 def _valid_png(path):
-    assert osp.isfile(path), path
     with open(path, 'rb') as f:
         assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+    return _valid_image(path)
+
+
+def _valid_image(path):
+    assert osp.isfile(path), path
     img = cv2.imread(path)
     assert img is not None and img.ndim == 3
     assert img.shape[0] >= 64 and img.shape[1] >= 64
@@ -39,7 +35,7 @@ def _valid_png(path):
 @pytest.mark.parametrize('task,metric,top', [
     ('det', 'bbox AP@0.5', 1.0), ('seg', 'mIoU', 100.0),
     ('cls', 'top-1', 100.0)])
-def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
+def test_short_demo(tmp_path, capsys, task, metric, top):
     demo = _demo()
     work_dir = tmp_path / 'work'
     summary = demo.main([
@@ -61,16 +57,28 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
     # evaluated: the task's metric in its range
     assert 0.0 <= summary['metrics'][metric] <= top
     # the log has training losses and validation metrics for the curves
-    train, val = demo._read_scalars(summary['log_dir'])
+    from fcvit_mm.analysis.curves import read_scalars
+    train, val = read_scalars(osp.join(summary['log_dir'], 'vis_data',
+                                       'scalars.json'))
     assert len(train) == 3 and all('loss' in r for r in train)
     assert len(val) == 1 and val[0]['step'] == 3
+    assert metric_key(demo, task, metric) in val[0]
     _valid_png(summary['curves'])
-    # prediction pictures: ground truth | prediction, per val image
-    assert len(summary['predictions']) == 3
+    # prediction pictures: every val image, drawn by the library's
+    # visualizer (ground truth and prediction side by side for det / seg)
+    assert len(summary['predictions']) == 4
+    val_w = dict(det=128, seg=128, cls=64)[task]
     for path in summary['predictions']:
-        assert osp.dirname(path) == str(work_dir / 'predictions')
-        _valid_png(path)
-    _valid_png(summary['predictions_overview'])
+        assert path.startswith(str(work_dir / 'predictions') + os.sep)
+        img = _valid_image(path)  # mmdet keeps the image's format
+        if task != 'cls':
+            assert img.shape[1] == 2 * val_w
+    # the overview: the first 3 pictures in a grid of 2 (4 for cls) columns
+    overview = _valid_png(summary['predictions_overview'])
+    first = [cv2.imread(p) for p in summary['predictions'][:3]]
+    h, w = max(i.shape[0] for i in first), max(i.shape[1] for i in first)
+    cols = 4 if task == 'cls' else 2
+    assert overview.shape[:2] == (h * (1 if task == 'cls' else 2), w * cols)
     with open(work_dir / 'summary.json') as f:
         assert json.load(f)['metrics'] == summary['metrics']
     out = capsys.readouterr().out
@@ -78,6 +86,10 @@ def test_short_demo(tmp_path, capsys, one_thread, task, metric, top):
     assert metric in out and summary['curves'] in out
     if task == 'det':
         _check_similarity_maps(tmp_path, summary)
+
+
+def metric_key(demo, task, name):
+    return dict(demo.TASKS[task]['metrics'])[name]
 
 
 def _check_similarity_maps(tmp_path, summary):

@@ -35,9 +35,9 @@ ALL_CONFIGS = sorted(
 IMG = 64  # image side of the synthetic dataset and of the test pipelines
 CLASSES = ('circle', 'square', 'triangle')
 
-# parameter counts with mmdet 3.3's standard heads and 80 classes, from
-# FCVIT_SPEC.md; RetinaNet there counts all four backbone output norms, our
-# RetinaNet does not create the unused stride-4 one (2 x 64 parameters)
+# parameter counts with mmdet 3.3's standard heads and 80 classes, counting
+# all four backbone output norms; our RetinaNet does not create the unused
+# stride-4 one (2 x 64 parameters)
 SPEC_PARAMS = {
     'maskrcnn_fcvit_b12.py': 34_357_264,
     'maskrcnn_fcvit_b24.py': 46_615_664,
@@ -180,7 +180,7 @@ def reference_layout(sd):
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
+    from fcvit_mm.testing import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('shapes_coco'))
     make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2,
                         img_size=IMG, seed=0)

@@ -10,20 +10,14 @@ import torch.nn.functional as F
 
 import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
-from fcvit_mm.models.backbones import _fast
-from fcvit_mm.models.backbones.fcvit import FCViTBlock, GlobalContext
+from fcvit_mm.models.backbones import fcvit_ops
+from fcvit_mm.models.backbones.fcvit import (ChannelMixer, FCViTBlock,
+                                             GlobalContext, TokenMixer)
+# one_thread: an autouse fixture for this module
+from helpers import one_thread  # noqa: F401
 
 MINI = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
             mlp_ratios=[8, 8, 4, 4])
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Small tensors: one thread is faster (and immune to a busy machine)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _randomize(module, seed=0):
@@ -112,33 +106,26 @@ def test_block_float32_kernels(hw, train):
     _compare(fast, plain, x, train, rtol=1e-5)
 
 
-def test_block_eval_no_grad_uses_fused_kernels(monkeypatch):
+def test_block_eval_no_grad_uses_fused_kernels():
     """In inference (CPU, float32, no autograd) the oneDNN fused kernels run
     and give the plain result."""
-    calls = []
-    orig = _fast._mkldnn_fusable
-
-    def spy(*args):
-        ok = orig(*args)
-        calls.append(ok)
-        return ok
-
-    monkeypatch.setattr(_fast, '_mkldnn_fusable', spy)
     plain = _randomize(FCViTBlock(32, 8, layer_scale_init_value=1.)).eval()
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
     x = torch.randn(2, 32, 10, 13)
-    with torch.no_grad():
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         ref = plain(x)
         out = fast(x)
     assert_rel_close(out, ref, 1e-5)
+    # the fast block's 6 products and 3 depthwise convolutions, no others
+    assert len(rec.gemms) == 6 and len(rec.depthwise) == 3
     if torch.backends.mkldnn.is_available():
-        assert calls and all(calls)
+        assert all(c.fused for c in rec.calls)
     # with autograd on, the differentiable kernels are used
-    calls.clear()
-    fast(x.requires_grad_())
-    assert calls and not any(calls)
+    with fcvit_ops.KernelRecorder() as rec:
+        fast(x.requires_grad_())
+    assert rec.calls and not any(c.fused for c in rec.calls)
 
 
 @pytest.mark.parametrize('size', [(64, 80), (41, 35)])
@@ -187,12 +174,12 @@ def test_drop_path_same_random_draws():
 
 def test_chunked_channel_mixer(monkeypatch):
     """Batch chunks (forced small here) change nothing."""
-    monkeypatch.setattr(_fast, 'CHUNK_BYTES', 1)
+    monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 1)
     plain = _randomize(FCViTBlock(32, 4, layer_scale_init_value=1.))
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
-    assert _fast._chunk_size(torch.zeros(3, 8, 8, 32), 128) == 1
+    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), 128) == 1
     x = torch.randn(3, 32, 8, 8)
     _compare(fast, plain, x, True, rtol=1e-5)
     _compare(fast, plain, x, False, rtol=1e-5)
@@ -219,7 +206,7 @@ def test_fft_depthwise_weight_grad(kernel, hw):
     w = torch.randn(C, 1, *k, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(3, C, *hw, dtype=torch.float64)
     F.conv2d(x, w, None, 1, pad, 1, C).backward(gy)
-    got = _fast.depthwise_weight_grad_fft(x, gy, k, pad)
+    got = fcvit_ops.depthwise_weight_grad_fft(x, gy, k, pad)
     torch.testing.assert_close(got, w.grad, rtol=1e-9, atol=1e-9)
 
 
@@ -228,7 +215,7 @@ def test_depthwise_conv_function_gradients(dtype):
     conv = nn.Conv2d(8, 8, 11, padding=5, groups=8).to(dtype)
     x = torch.randn(2, 8, 9, 12, dtype=dtype).contiguous(
         memory_format=torch.channels_last).requires_grad_()
-    y = _fast.depthwise_conv(x, conv)
+    y = fcvit_ops.depthwise_conv(x, conv)
     assert y.is_contiguous(memory_format=torch.channels_last)
     gy = torch.randn_like(y)
     got = torch.autograd.grad(y, (x, conv.weight, conv.bias), gy)
@@ -240,33 +227,90 @@ def test_depthwise_conv_function_gradients(dtype):
         assert_rel_close(a, b, rtol, n)
     if dtype == torch.float64:
         assert torch.autograd.gradcheck(
-            lambda t, w, b: _fast._DepthwiseConvFFTGrad.apply(
+            lambda t, w, b: fcvit_ops.DepthwiseConvFFTGrad.apply(
                 t, w, b, (2, 1)),
             (torch.randn(1, 2, 4, 5, dtype=dtype, requires_grad=True),
              torch.randn(2, 1, 5, 3, dtype=dtype, requires_grad=True),
              torch.randn(2, dtype=dtype, requires_grad=True)))
 
 
-def test_global_context_channels_last():
+@pytest.mark.parametrize('make', [lambda: TokenMixer(32),
+                                  lambda: ChannelMixer(32, 4)])
+@pytest.mark.parametrize('train', [False, True])
+def test_mixers_alone_fast_equals_plain(make, train):
+    """Each mixer's own fast forward, outside a block (no folding)."""
+    torch.manual_seed(6)
+    plain = _randomize(make()).double()
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    x = torch.randn(2, 32, 7, 10, dtype=torch.float64)
+    _compare(fast, plain, x, train, rtol=1e-10)
+
+
+@pytest.mark.parametrize('fast', [False, True])
+def test_global_context_either_layout(fast):
+    """Both formulations, either memory layout: the same similarity and
+    context (the fast one returns channels-last)."""
     torch.manual_seed(5)
-    gc = _randomize(GlobalContext(64)).double()
+    plain = _randomize(GlobalContext(64)).double()
+    plain.fast_path = False
+    gc = copy.deepcopy(plain)
+    gc.fast_path = fast
     x = torch.randn(2, 64, 6, 9, dtype=torch.float64)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(gc.similarity(x_cl), gc.similarity(x))
-    out = gc.add_to(x_cl)
-    assert out.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(out, x + gc(x))
-    torch.testing.assert_close(gc.add_to(x), x + gc(x))
+    ref = x + plain(x)
+    for inp in (x, x_cl):
+        torch.testing.assert_close(gc.similarity(inp), plain.similarity(x))
+        torch.testing.assert_close(gc(inp), plain(x))
+        out = gc.add_to(inp)
+        torch.testing.assert_close(out, ref)
+        if fast:
+            assert out.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_plain_path_on_channels_last_input_is_plain(monkeypatch):
+    """``fast_path=False`` runs the plain formulation whatever the layout:
+    no fast formulation and no fast-path kernel runs on channels-last
+    input, and the result is the plain one on NCHW input."""
+    model = _randomize(FCViT(arch=MINI, fast_path=False)).double().eval()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('a fast formulation ran on the plain path')
+
+    x = torch.randn(1, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        ref = model(x)
+    for cls, name in ((GlobalContext, '_similarity_fast'),
+                      (GlobalContext, '_add_fast'),
+                      (TokenMixer, '_forward_fast'),
+                      (ChannelMixer, 'forward_fast'),
+                      (FCViTBlock, '_forward_fast')):
+        monkeypatch.setattr(cls, name, refuse)
+    model.to(memory_format=torch.channels_last)
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        outs = model(x.contiguous(memory_format=torch.channels_last))
+    assert rec.calls == []
+    for a, b in zip(outs, ref):
+        torch.testing.assert_close(a, b)
 
 
 def test_fast_path_switch_propagates():
     model = FCViT(arch='tiny')
-    blocks = [b for s in model.stages for b in s.blocks]
-    assert model.fast_path and all(b.fast_path for b in blocks)
+    mixers = [m for m in model.modules()
+              if isinstance(m, (FCViTBlock, TokenMixer, ChannelMixer,
+                                GlobalContext))]
+    assert len(mixers) == 13 * 5  # block, token mixer, 2 GCs, channel mixer
+    assert model.fast_path and all(m.fast_path for m in mixers)
     model.fast_path = False
-    assert not any(b.fast_path for b in blocks)
+    assert not any(m.fast_path for m in mixers)
     other = FCViT(arch='tiny', fast_path=False)
-    assert not other.stages[0].blocks[0].fast_path
+    assert not other.stages[0].blocks[0].token_mixer.gc2.fast_path
+    # one block switched back: everything inside it, nothing outside
+    blk = other.stages[1].blocks[0]
+    blk.fast_path = True
+    assert blk.token_mixer.gc1.fast_path and blk.channel_mixer.fast_path
+    assert not other.stages[0].blocks[0].fast_path and not other.fast_path
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

@@ -56,7 +56,7 @@ MINI_ARCH = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def ade_root(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
+    from fcvit_mm.testing import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('shapes_ade20k'))
     info = make_shapes_dataset(root, fmt='ade20k', num_train=4, num_val=2,
                                img_size=2 * CROP, seed=0)
@@ -221,15 +221,6 @@ def test_config_loads_and_builds(name):
             if isinstance(m, torch.nn.SyncBatchNorm)]
     assert sync and all(n.split('.')[0] in ('decode_head', 'auxiliary_head')
                         for n in sync), sync
-
-
-def test_bases_are_short_and_shared():
-    """Leaf configs override a few keys over the _base_ pieces."""
-    for name in CONFIGS:
-        text = open(osp.join(SEG_DIR, name)).read()
-        code = [ln for ln in text.splitlines()
-                if ln.strip() and not ln.lstrip().startswith('#')]
-        assert '_base_' in text and len(code) <= 25, name
 
 
 def test_reference_checkpoint_unconverted_through_config(tmp_path, golden):

@@ -11,17 +11,23 @@ model on it with ``tools/train.py``, evaluate the final checkpoint with
 
 Tasks: ``det`` Mask R-CNN (COCO layout, bbox/segm AP), ``seg`` Semantic FPN
 (ADE20K layout, mIoU), ``cls`` image classification (ImageNet layout,
-top-1). Written to the work dir (default ``work_dirs/demo`` for det,
+top-1). The two tools run as their own processes, as a user would run
+them. Written to the work dir (default ``work_dirs/demo`` for det,
 ``work_dirs/demo_seg`` / ``work_dirs/demo_cls``): the config used, the
-checkpoint, the logs, ``curves.png`` (training loss and the validation
-metric), ``predictions/*.png`` (ground truth | prediction on val images),
-``summary.json``; a summary is printed at the end.
+checkpoint, the logs, ``curves.png`` (``tools/analysis/plot_curves.py``:
+training loss and the validation metric), ``predictions/`` (every val
+image with its ground truth and prediction, drawn by the library's own
+visualizer through ``tools/test.py --show-dir``), ``predictions.png`` (the
+first ``--num-show`` of them side by side), ``summary.json``; a summary is
+printed at the end.
 """
 import argparse
 import glob
 import json
 import os
 import os.path as osp
+import shutil
+import subprocess
 import sys
 import time
 
@@ -57,12 +63,12 @@ TASKS = {
         config='configs/classification/demo_fcvit_tiny_shapes.py',
         fmt='imagenet', work_dir='work_dirs/demo_cls', num_train=2000,
         num_val=200, shapes=dict(img_size=64),
-        metrics=[('top-1', 'accuracy/top1')]),
+        metrics=[('top-1', 'accuracy/top1')],
+        # the 64 x 64 images drawn 4x larger, so that the text fits
+        show_options=['default_hooks.visualization.rescale_factor=4']),
 }
 #: metrics that the libraries report in percent
 PERCENT = ('mIoU', 'aAcc', 'top-1')
-# the shapes' drawing colours (BGR for OpenCV) and the background's
-_PALETTE_RGB = [(220, 20, 60), (0, 130, 200), (60, 180, 75)]
 
 
 def parse_args(argv=None):
@@ -80,7 +86,7 @@ def parse_args(argv=None):
     p.add_argument('--val-interval', type=int,
                    help='validate (and checkpoint) every N iterations')
     p.add_argument('--num-show', type=int, default=8,
-                   help='val images drawn with their predictions')
+                   help='drawn val images in the predictions.png overview')
     p.add_argument('--num-workers', type=int,
                    help='dataloader worker processes (default: the config\'s)')
     p.add_argument('--threads', type=int,
@@ -162,252 +168,21 @@ def build_config(args, task, data_root, work_dir):
 
 
 # --------------------------------------------------------------------------
-# the pictures
-# --------------------------------------------------------------------------
-def _read_scalars(log_dir):
-    train, val = [], []
-    path = osp.join(log_dir, 'vis_data', 'scalars.json')
-    if not osp.isfile(path):
-        return train, val
-    with open(path) as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            rec = json.loads(line)
-            (train if 'loss' in rec else val).append(rec)
-    return train, val
-
-
-def plot_curves(log_dir, out_file, metrics, title):
-    """Training loss (and its parts) and the validation metrics against the
-    iteration, from mmengine's scalars.json."""
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    train, val = _read_scalars(log_dir)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    if train:
-        steps = [r.get('iter', r.get('step')) for r in train]
-        ax1.plot(steps, [r['loss'] for r in train], 'k-', lw=2, label='loss')
-        parts = sorted(k for k in train[-1]
-                       if k.startswith('loss_') or k.startswith('decode.loss'))
-        for key in parts:
-            ax1.plot(steps, [r.get(key, float('nan')) for r in train],
-                     lw=1, label=key)
-    ax1.set_xlabel('iteration')
-    ax1.set_ylabel('training loss')
-    ax1.set_title('training loss')
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
-    for name, key in metrics:
-        pts = [(r['step'], r[key]) for r in val if key in r]
-        if pts:
-            scale = 0.01 if name in PERCENT else 1
-            ax2.plot([p[0] for p in pts], [p[1] * scale for p in pts], 'o-',
-                     label=name)
-    ax2.set_ylim(0, 1)
-    ax2.set_xlabel('iteration')
-    ax2.set_title('validation')
-    ax2.grid(alpha=0.3)
-    ax2.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(out_file, dpi=90)
-    plt.close(fig)
-    return out_file
-
-
-def _bgr(i):
-    r, g, b = _PALETTE_RGB[i % len(_PALETTE_RGB)]
-    return (b, g, r)
-
-
-def _label(img, text, org, colour):
-    import cv2
-    (w, h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.4, 1)
-    x, y = int(org[0]), int(max(org[1], h + 2))
-    cv2.rectangle(img, (x, y - h - 3), (x + w + 2, y), colour, -1)
-    cv2.putText(img, text, (x + 1, y - 2), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                (255, 255, 255), 1, cv2.LINE_AA)
-
-
-def _draw_instances(img, boxes, labels, masks, classes, scores=None,
-                    scale=3):
-    import cv2
-    import numpy as np
-    out = cv2.resize(img, None, fx=scale, fy=scale,
-                     interpolation=cv2.INTER_NEAREST).astype(np.float32)
-    for k in range(len(labels)):
-        if masks is not None:
-            m = cv2.resize(masks[k].astype(np.uint8), None, fx=scale,
-                           fy=scale, interpolation=cv2.INTER_NEAREST) > 0
-            out[m] = 0.45 * out[m] + 0.55 * np.array(_bgr(labels[k]))
-    out = out.astype(np.uint8)
-    for k in range(len(labels)):
-        x0, y0, x1, y1 = (np.asarray(boxes[k], float) * scale).round()
-        cv2.rectangle(out, (int(x0), int(y0)), (int(x1), int(y1)),
-                      _bgr(labels[k]), 2)
-        text = classes[labels[k]]
-        if scores is not None:
-            text += f' {scores[k]:.2f}'
-        _label(out, text, (x0, y0), _bgr(labels[k]))
-    return out
-
-
-def _panel(left, right, titles):
-    import cv2
-    import numpy as np
-    h = max(left.shape[0], right.shape[0])
-    bar = np.full((22, left.shape[1] + right.shape[1] + 6, 3), 255,
-                  np.uint8)
-    body = np.full((h, bar.shape[1], 3), 255, np.uint8)
-    body[:left.shape[0], :left.shape[1]] = left
-    body[:right.shape[0], left.shape[1] + 6:] = right
-    cv2.putText(bar, titles[0], (4, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5,
-                (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(bar, titles[1], (left.shape[1] + 10, 16),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.concatenate([bar, body], 0)
-
-
-def _save_grid(panels, path, cols=2):
-    import cv2
-    import numpy as np
-    h = max(p.shape[0] for p in panels)
-    w = max(p.shape[1] for p in panels)
-    rows = []
-    for i in range(0, len(panels), cols):
-        row = [np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)),
-                      constant_values=255) for p in panels[i:i + cols]]
-        row += [np.full((h, w, 3), 255, np.uint8)] * (cols - len(row))
-        rows.append(np.concatenate(row, 1))
-    cv2.imwrite(path, np.concatenate(rows, 0))
-
-
-def draw_det(dump_file, ann_file, img_dir, out_dir, classes, num_show,
-             score_thr=0.3):
-    import cv2
-    import numpy as np
-    from mmengine.fileio import load
-    from pycocotools import mask as mask_utils
-    from pycocotools.coco import COCO
-    results = load(dump_file)[:num_show]
-    gt = COCO(ann_file)
-    cat_ids = gt.getCatIds()
-    paths, panels = [], []
-    for res in results:
-        img = cv2.imread(res['img_path'])
-        anns = gt.loadAnns(gt.getAnnIds(imgIds=[res['img_id']]))
-        g_boxes = [[a['bbox'][0], a['bbox'][1], a['bbox'][0] + a['bbox'][2],
-                    a['bbox'][1] + a['bbox'][3]] for a in anns]
-        g_labels = [cat_ids.index(a['category_id']) for a in anns]
-        g_masks = [gt.annToMask(a) for a in anns]
-        pred = res['pred_instances']
-        keep = (pred['scores'] >= score_thr).numpy()
-        p_masks = None
-        if 'masks' in pred:
-            p_masks = [mask_utils.decode(m) for m, k in
-                       zip(pred['masks'], keep) if k]
-        left = _draw_instances(img, g_boxes, g_labels, g_masks, classes)
-        right = _draw_instances(
-            img, pred['bboxes'].numpy()[keep], pred['labels'].numpy()[keep],
-            p_masks, classes, pred['scores'].numpy()[keep])
-        panel = _panel(left, right, ('ground truth',
-                                     f'prediction (score >= {score_thr})'))
-        path = osp.join(out_dir, osp.splitext(osp.basename(
-            res['img_path']))[0] + '.png')
-        cv2.imwrite(path, panel)
-        paths.append(path)
-        panels.append(panel)
-    return paths, panels
-
-
-def _colourise(label, scale=3):
-    import cv2
-    import numpy as np
-    lut = np.zeros((256, 3), np.uint8)
-    lut[0] = (40, 40, 40)  # background
-    for k in range(len(_PALETTE_RGB)):
-        lut[k + 1] = _bgr(k)
-    lut[255] = (255, 255, 255)  # ignored
-    return cv2.resize(lut[label], None, fx=scale, fy=scale,
-                      interpolation=cv2.INTER_NEAREST)
-
-
-def draw_seg(pred_dir, img_dir, seg_dir, out_dir, num_show):
-    import cv2
-    import numpy as np
-    names = sorted(os.listdir(pred_dir))[:num_show]
-    paths, panels = [], []
-    for name in names:
-        stem = osp.splitext(name)[0]
-        img = cv2.imread(osp.join(img_dir, stem + '.jpg'))
-        gt = cv2.imread(osp.join(seg_dir, stem + '.png'), cv2.IMREAD_UNCHANGED)
-        pred = cv2.imread(osp.join(pred_dir, name), cv2.IMREAD_UNCHANGED)
-        big = cv2.resize(img, None, fx=3, fy=3,
-                         interpolation=cv2.INTER_NEAREST)
-        left = np.concatenate([big, _colourise(gt)], 1)
-        right = _colourise(pred)
-        panel = _panel(left, right, ('image | ground truth', 'prediction'))
-        path = osp.join(out_dir, stem + '.png')
-        cv2.imwrite(path, panel)
-        paths.append(path)
-        panels.append(panel)
-    return paths, panels
-
-
-def draw_cls(dump_file, out_dir, classes, num_show):
-    import cv2
-    import numpy as np
-    from mmengine.fileio import load
-    results = load(dump_file)
-    # a few of each class, in dataset order
-    picked, per_class = [], {}
-    for res in results:
-        gt = int(np.asarray(res['gt_label']).ravel()[0])
-        if per_class.get(gt, 0) < max(1, num_show // len(classes) + 1):
-            per_class[gt] = per_class.get(gt, 0) + 1
-            picked.append(res)
-    rest = [r for r in results if not any(r is p for p in picked)]
-    picked = (picked + rest)[:num_show]
-    paths, panels = [], []
-    for res in picked:
-        gt = int(np.asarray(res['gt_label']).ravel()[0])
-        pred = int(np.asarray(res['pred_label']).ravel()[0])
-        score = float(np.asarray(res['pred_score'])[pred])
-        img = cv2.imread(res['img_path'])
-        big = cv2.resize(img, None, fx=2, fy=2,
-                         interpolation=cv2.INTER_LINEAR)
-        colour = (60, 160, 60) if pred == gt else (40, 40, 220)
-        bar = np.full((40, big.shape[1], 3), 255, np.uint8)
-        cv2.putText(bar, f'true: {classes[gt]}', (4, 15),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-        cv2.putText(bar, f'pred: {classes[pred]} {score:.2f}', (4, 33),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, colour, 1, cv2.LINE_AA)
-        panel = np.concatenate([bar, big], 0)
-        stem = (classes[gt] + '_' +
-                osp.splitext(osp.basename(res['img_path']))[0])
-        path = osp.join(out_dir, stem + '.png')
-        cv2.imwrite(path, panel)
-        paths.append(path)
-        panels.append(panel)
-    return paths, panels
-
-
-# --------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------
-def _load_tool(name):
-    """tools/<name>.py as a module (not importable by name: `test` would
-    be Python's own package)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        f'fcvit_mm_tools_{name}', osp.join(ROOT, 'tools', f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def run_tool(tool, argv, threads=None):
+    """``python tools/<tool>.py ARGV`` in its own process (``threads``:
+    its torch CPU threads, through ``OMP_NUM_THREADS``)."""
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join(
+        [ROOT] + [p for p in [env.get('PYTHONPATH')] if p])
+    if threads:
+        env['OMP_NUM_THREADS'] = str(threads)
+    cmd = [sys.executable, osp.join(ROOT, 'tools', tool + '.py')] + argv
+    res = subprocess.run(cmd, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f'tools/{tool}.py failed (exit status '
+                           f'{res.returncode}): {" ".join(cmd)}')
 
 
 def _final_checkpoint(work_dir):
@@ -424,15 +199,65 @@ def _final_checkpoint(work_dir):
     return ckpts[-1]
 
 
+def _test_metrics(work_dir, since):
+    """The metrics that tools/test.py logged (``<ts>/<ts>.json``) in a run
+    started at ``since`` or later."""
+    logs = [p for p in glob.glob(osp.join(work_dir, '*', '*.json'))
+            if osp.basename(p) == osp.basename(osp.dirname(p)) + '.json'
+            and osp.getmtime(p) >= since - 1]  # coarse file times
+    if not logs:
+        raise RuntimeError(f'tools/test.py logged no metrics in {work_dir!r}')
+    with open(max(logs)) as f:
+        return json.load(f)
+
+
+def _drawn_images(show_dir):
+    return sorted(p for p in glob.glob(osp.join(show_dir, '**', '*'),
+                                       recursive=True)
+                  if p.lower().endswith(('.png', '.jpg', '.jpeg')))
+
+
+def save_overview(paths, out_file, cols):
+    """The pictures ``paths`` in a grid (white padding), as one PNG."""
+    import mmcv
+    import numpy as np
+    imgs = [mmcv.imread(p) for p in paths]
+    h = max(i.shape[0] for i in imgs)
+    w = max(i.shape[1] for i in imgs)
+    tiles = [np.pad(i, ((0, h - i.shape[0]), (0, w - i.shape[1]), (0, 0)),
+                    constant_values=255) for i in imgs]
+    tiles += [np.full((h, w, 3), 255, np.uint8)] * (-len(tiles) % cols)
+    rows = [np.concatenate(tiles[k:k + cols], 1)
+            for k in range(0, len(tiles), cols)]
+    mmcv.imwrite(np.concatenate(rows, 0), out_file)
+    return out_file
+
+
+def _train_and_test(args, task, cfg_path, work_dir):
+    """tools/train.py, then tools/test.py on the final checkpoint with the
+    library's visualizer drawing every val image; returns (checkpoint,
+    metrics, drawn images, seconds training, seconds testing)."""
+    t0 = time.time()
+    run_tool('train', [cfg_path, '--work-dir', work_dir], args.threads)
+    t_train = time.time() - t0
+    ckpt = _final_checkpoint(work_dir)
+    show_dir = osp.join(work_dir, 'predictions')
+    if osp.isdir(show_dir):
+        shutil.rmtree(show_dir)
+    t0 = time.time()
+    run_tool('test', [cfg_path, ckpt, '--work-dir', work_dir, '--show-dir',
+                      show_dir, '--cfg-options',
+                      'default_hooks.visualization.interval=1',
+                      *TASKS[task].get('show_options', [])], args.threads)
+    metrics = _test_metrics(work_dir, t0)
+    return (ckpt, metrics, _drawn_images(show_dir), t_train,
+            time.time() - t0)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    import fcvit_mm  # noqa: F401
-    from fcvit_mm.datasets import SHAPES_CLASSES, make_shapes_dataset
-    train_tool = _load_tool('train')
-    test_tool = _load_tool('test')
+    from fcvit_mm.analysis.curves import find_scalars, plot_curves
+    from fcvit_mm.testing import make_shapes_dataset
 
     task = args.task
     spec = TASKS[task]
@@ -449,59 +274,35 @@ def main(argv=None):
           f'images in {data["root"]} '
           f'({"generated" if data["generated"] else "reused"})', flush=True)
 
-    # 2. train with tools/train.py
+    # 2. train with tools/train.py, evaluate and draw with tools/test.py
     cfg, cfg_path = build_config(args, task, data['root'], work_dir)
     print(f'[demo] training {cfg_path} for {cfg.train_cfg.max_iters} '
           f'iterations, validating every {cfg.train_cfg.val_interval}',
           flush=True)
-    t0 = time.time()
-    runner = train_tool.main([cfg_path, '--work-dir', work_dir])
-    train_log_dir = runner.log_dir
-    del runner
-    t_train = time.time() - t0
-    ckpt = _final_checkpoint(work_dir)
+    ckpt, metrics, drawn, t_train, t_test = _train_and_test(
+        args, task, cfg_path, work_dir)
 
-    # 3. evaluate the final checkpoint with tools/test.py
-    t0 = time.time()
-    out = (osp.join(work_dir, 'test_pred_maps') if task == 'seg' else
-           osp.join(work_dir, 'test_predictions.pkl'))
-    metrics = test_tool.main([cfg_path, ckpt, '--work-dir', work_dir,
-                              '--out', out])
-    t_test = time.time() - t0
-
-    # 4. pictures
-    classes = tuple(cfg.get('classes', SHAPES_CLASSES))
-    title = (f'FCViT-tiny {dict(det="Mask R-CNN", seg="Semantic FPN", cls="classifier")[task]}'
-             f' on generated shapes')
-    curves = plot_curves(train_log_dir, osp.join(work_dir, 'curves.png'),
-                         spec['metrics'], title)
-    pred_dir = osp.join(work_dir, 'predictions')
-    os.makedirs(pred_dir, exist_ok=True)
-    for old in glob.glob(osp.join(pred_dir, '*.png')):
-        os.remove(old)
-    if task == 'det':
-        paths, panels = draw_det(out, data['val_ann_file'],
-                                 data['val_img_dir'], pred_dir, classes,
-                                 args.num_show)
-    elif task == 'seg':
-        paths, panels = draw_seg(out, data['val_img_dir'],
-                                 data['val_seg_dir'], pred_dir,
-                                 args.num_show)
-    else:
-        paths, panels = draw_cls(out, pred_dir, classes, args.num_show)
+    # 3. curves and an overview of the drawn predictions
+    scalars = find_scalars(work_dir)
+    model_name = dict(det='Mask R-CNN', seg='Semantic FPN',
+                      cls='classifier')[task]
+    curves = osp.join(work_dir, 'curves.png')
+    plot_curves(scalars, curves, [key for _, key in spec['metrics']],
+                f'FCViT-tiny {model_name} on generated shapes')
     overview = None
-    if panels:
-        overview = osp.join(work_dir, 'predictions.png')
-        _save_grid(panels, overview, cols=2 if task != 'cls' else 4)
+    if drawn and args.num_show:
+        overview = save_overview(drawn[:args.num_show],
+                                 osp.join(work_dir, 'predictions.png'),
+                                 cols=2 if task != 'cls' else 4)
 
-    # 5. summary
+    # 4. summary
     final = {name: float(metrics[key]) for name, key in spec['metrics']
              if key in metrics}
     summary = dict(
         task=task, config=cfg_path, checkpoint=ckpt,
-        log_dir=train_log_dir, curves=curves, predictions=paths,
-        predictions_overview=overview, data_root=data['root'],
-        max_iters=cfg.train_cfg.max_iters,
+        log_dir=osp.dirname(osp.dirname(scalars)), curves=curves,
+        predictions=drawn, predictions_overview=overview,
+        data_root=data['root'], max_iters=cfg.train_cfg.max_iters,
         batch_size=cfg.train_dataloader.batch_size,
         metrics=final, all_metrics={k: float(v) for k, v in metrics.items()
                                     if isinstance(v, (int, float))},
@@ -523,9 +324,9 @@ def print_summary(s):
         f'  checkpoint   {s["checkpoint"]}',
         f'  logs         {s["log_dir"]}',
         f'  curves       {s["curves"]}',
-        f'  predictions  {s["predictions_overview"]} '
-        f'(+ {len(s["predictions"])} in '
-        f'{osp.dirname(s["predictions"][0]) if s["predictions"] else "-"})',
+        f'  predictions  {s["predictions_overview"]} (of '
+        f'{len(s["predictions"])} drawn by tools/test.py --show-dir in '
+        f'{osp.join(osp.dirname(s["config"]), "predictions")})',
         '  final metrics on the val split:',
     ]
     for name, val in s['metrics'].items():

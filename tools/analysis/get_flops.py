@@ -29,7 +29,6 @@ FCViT backbones are analysed on their plain path (``fast_path=False``), whose
 ops are the reference's; the fast path computes the same quantities.
 """
 import argparse
-import importlib.util
 import os.path as osp
 import sys
 from collections import Counter
@@ -38,8 +37,12 @@ from typing import Dict, Optional, Sequence
 import torch
 import torch.nn as nn
 
-ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..')
-sys.path.insert(0, ROOT)
+sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
+
+from fcvit_mm.analysis.data import synthetic_batch  # noqa: E402
+from fcvit_mm.analysis.models import (build_model_from_config,  # noqa: E402
+                                      fcvit_classifier, parse_fcvit_name,
+                                      use_plain_path)
 
 
 # ---------------------------------------------------------------------- #
@@ -92,18 +95,11 @@ def fcvit_flop_handles() -> Dict:
     }
 
 
-def _plain_fcvit(model: nn.Module):
-    """Switch FCViT modules (backbones, blocks) to their plain path."""
-    for m in model.modules():
-        if isinstance(getattr(m, 'fast_path', None), bool):
-            m.fast_path = False
-
-
 def count_flops(model: nn.Module, inputs, show_table: bool = False):
     """(flops, params, uncounted op types) of ``model(*inputs)``."""
     from mmengine.analysis import FlopAnalyzer, parameter_count
     from mmengine.analysis.print_helper import complexity_stats_table
-    _plain_fcvit(model)
+    use_plain_path(model)
     model.eval()
     inputs = inputs if isinstance(inputs, tuple) else (inputs, )
     analyzer = FlopAnalyzer(model, inputs)
@@ -122,20 +118,6 @@ def count_flops(model: nn.Module, inputs, show_table: bool = False):
 # ---------------------------------------------------------------------- #
 # models
 # ---------------------------------------------------------------------- #
-class FCViTClassifier(nn.Module):
-    """FCViT as the ImageNet classifier: backbone (its stage-3 norm is the
-    final norm), global average pooling, linear head."""
-
-    def __init__(self, arch: str, num_classes: int = 1000):
-        super().__init__()
-        from fcvit_mm.models import FCViT
-        self.backbone = FCViT(arch=arch, out_indices=(3, ))
-        self.head = nn.Linear(self.backbone.embed_dims[-1], num_classes)
-
-    def forward(self, x):
-        return self.head(self.backbone(x)[0].mean((2, 3)))
-
-
 class TensorModeWrapper(nn.Module):
     """An mm-library model's tensor forward on fixed data samples."""
 
@@ -148,21 +130,12 @@ class TensorModeWrapper(nn.Module):
         return self.model(inputs, self.data_samples, mode='tensor')
 
 
-def _benchmark_module():
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
-    spec = importlib.util.spec_from_file_location('_fcvit_benchmark', path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def build_from_config(path: str, shape):
     """(wrapped model, inputs, backbone) for a config, with a synthetic
     batch of one image of ``shape`` run through the data preprocessor."""
-    bench = _benchmark_module()
-    model, cfg, scope = bench.build_model_from_config(path)
+    model, cfg, scope = build_model_from_config(path)
     model.eval()
-    batch = bench.synthetic_batch(scope, cfg.model, 1, shape, 'cpu')
+    batch = synthetic_batch(scope, cfg.model, 1, shape)
     with torch.no_grad():
         data = model.data_preprocessor(batch, False)
     wrapped = TensorModeWrapper(model, data['data_samples'])
@@ -193,13 +166,9 @@ def main(argv=None):
     import fcvit_mm  # noqa: F401
     name = args.config
     if name.startswith('fcvit-'):
-        arch = name[len('fcvit-'):]
-        from fcvit_mm.models import FCViT
-        if arch not in FCViT.arch_settings:
-            raise ValueError(f'unknown FCViT arch {arch!r}; valid: '
-                             f'{sorted(FCViT.arch_settings)}')
+        arch, _ = parse_fcvit_name(name, flags=())
         shape = args.shape or [224, 224]
-        model = FCViTClassifier(arch)
+        model = fcvit_classifier(arch)
         inputs = torch.randn(1, 3, *shape)
         backbone = model.backbone
     else:

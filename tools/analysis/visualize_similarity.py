@@ -35,19 +35,10 @@ import torch.nn.functional as F
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
+from fcvit_mm.analysis.models import model_from_name_or_config  # noqa: E402
+
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-
-
-def find_fcvit(model: nn.Module):
-    from fcvit_mm.models import FCViT
-    if isinstance(model, FCViT):
-        return model
-    for m in model.modules():
-        if isinstance(m, FCViT):
-            return m
-    raise ValueError(f'the model ({type(model).__name__}) has no FCViT '
-                     'backbone')
 
 
 def select_block(backbone, block: str):
@@ -183,18 +174,8 @@ def render_grid(img: np.ndarray, maps: torch.Tensor, title: str,
 
 
 def build(config: str):
-    """(model, backbone) from a config or an ``fcvit-ARCH`` name."""
-    if config.startswith('fcvit-'):
-        from fcvit_mm.models import FCViT
-        model = FCViT(arch=config[len('fcvit-'):])
-        return model, model
-    import importlib.util
-    path = osp.join(osp.dirname(osp.abspath(__file__)), 'benchmark.py')
-    spec = importlib.util.spec_from_file_location('_fcvit_benchmark', path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    model, _, _ = bench.build_model_from_config(config)
-    return model, find_fcvit(model)
+    """(model, FCViT backbone) from a config or an ``fcvit-ARCH`` name."""
+    return model_from_name_or_config(config)
 
 
 def parse_args(argv=None):

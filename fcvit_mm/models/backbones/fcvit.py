@@ -8,13 +8,16 @@ Xu Ma, Huan Wang, Can Qin, Kunpeng Li, Xingchen Zhao, Jie Fu, Yun Fu, 2022
 FCViT is a MetaFormer whose token mixer replaces self-attention by large
 depthwise convolutions plus a "global context" that every position receives,
 weighted by its similarity to the image's mean token. The network is
-convolutional end to end (NCHW tensors throughout).
+convolutional end to end: feature maps stay (B, C, H, W) tensors, no token
+sequence is ever formed.
 
-By default the network runs on channels-last tensors with faster kernels
-(:mod:`fcvit_mm.models.backbones._fast`: same math, checked against this
-file's plain formulation); ``FCViT(fast_path=False)`` runs the plain,
-op-by-op transcription below. Inputs and outputs are ordinary NCHW tensors
-either way.
+Each module below holds two formulations of its math side by side, chosen by
+its ``fast_path`` flag alone (:class:`FastPathMixin`): the plain one, an
+op-by-op transcription of the reference, and the fast one (the default),
+the same function computed on channels-last tensors with the kernels of
+:mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
+checks that both give the same outputs and gradients. Inputs and outputs of
+:class:`FCViT` are ordinary NCHW tensors either way.
 
 The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
@@ -39,7 +42,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from fcvit_mm.utils.checkpoint import (fit_checkpoint, is_empty_pretrained,
                                        load_pretrained)
-from . import _fast
+from . import fcvit_ops as ops
 
 #: Number of heads ("groups") of the global-context module.
 GC_HEADS = 8
@@ -50,13 +53,46 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
     return F.gelu(x)
 
 
-def _is_channels_last(x: torch.Tensor) -> bool:
-    """Stored NHWC (and not also plain NCHW-contiguous)."""
-    return (x.dim() == 4 and not x.is_contiguous()
-            and x.is_contiguous(memory_format=torch.channels_last))
+class FastPathMixin:
+    """The ``fast_path`` switch of FCViT's modules.
+
+    Every module with math of its own (:class:`GlobalContext`,
+    :class:`TokenMixer`, :class:`ChannelMixer`, :class:`FCViTBlock`) holds
+    two equivalent formulations side by side: the plain one, an op-by-op
+    transcription of the reference on NCHW tensors, and the fast one, the
+    same function on channels-last tensors with the kernels of
+    :mod:`~fcvit_mm.models.backbones.fcvit_ops`. ``fast_path`` alone
+    chooses (never the input's memory layout); setting it on a module sets
+    it on every FCViT module inside.
+    """
+    _fast_path = True
+
+    @property
+    def fast_path(self) -> bool:
+        return self._fast_path
+
+    @fast_path.setter
+    def fast_path(self, value: bool):
+        for m in self.modules():
+            if isinstance(m, FastPathMixin):
+                m._fast_path = bool(value)
 
 
-class GlobalContext(nn.Module):
+def _head_block_diag(v: torch.Tensor, heads: int,
+                     heads_last: bool) -> torch.Tensor:
+    """(B, C) -> block-diagonal (B, C, heads) (``heads_last``) or
+    (B, heads, C): head h's part of ``v`` in column / row h, zeros
+    elsewhere."""
+    B, C = v.shape
+    eye = torch.eye(heads, dtype=v.dtype, device=v.device)
+    if heads_last:
+        return (v.view(B, heads, C // heads, 1) *
+                eye.view(1, heads, 1, heads)).reshape(B, C, heads)
+    return (v.view(B, 1, heads, C // heads) *
+            eye.view(1, heads, heads, 1)).reshape(B, heads, C)
+
+
+class GlobalContext(FastPathMixin, nn.Module):
     """FCViT's global context: the image's mean token, given to every position
     in proportion to the position's (normalised) similarity to it.
 
@@ -72,7 +108,12 @@ class GlobalContext(nn.Module):
        between ``fc1`` and ``fc2``;
     6. output = ``s`` (per head) times the bottleneck output (per channel).
 
-    Only the context is returned; the caller adds it to ``x``.
+    ``forward`` returns only the context; :meth:`add_to` returns
+    ``x + context`` (the token mixer's use). On the fast path the per-head
+    products are batched matrix products with block-diagonal matrices of
+    the mean token (step 2) and of the bottleneck output (step 6, fused
+    with the addition), and the statistics of step 3 are taken in float32
+    at least.
     """
 
     def __init__(self, dim: int, heads: int = GC_HEADS, eps: float = 1e-5):
@@ -101,8 +142,12 @@ class GlobalContext(nn.Module):
 
     def _similarity(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Scores (B, heads, H*W) of ``x`` against its mean token ``g``."""
-        if _is_channels_last(x):
-            return _fast.gc_similarity(self, x, g)
+        if self.fast_path:
+            return self._similarity_fast(x, g)
+        return self._similarity_plain(x, g)
+
+    def _similarity_plain(self, x: torch.Tensor,
+                          g: torch.Tensor) -> torch.Tensor:
         B, C, H, W = x.shape
         xh = x.reshape(B, self.heads, self.head_dim, H * W)
         gh = g.reshape(B, self.heads, 1, self.head_dim)
@@ -113,19 +158,53 @@ class GlobalContext(nn.Module):
         return (s * self.rescale_weight.view(1, -1, 1) +
                 self.rescale_bias.view(1, -1, 1))
 
+    def _similarity_fast(self, x: torch.Tensor,
+                         g: torch.Tensor) -> torch.Tensor:
+        B, C, H, W = x.shape
+        xf = ops.nhwc(x).reshape(B, H * W, C)
+        s = torch.bmm(xf, _head_block_diag(g, self.heads, True)) * self.scale
+        dtype = s.dtype  # B, N, heads
+        if dtype in (torch.float16, torch.bfloat16):
+            s = s.float()
+        std, mean = torch.std_mean(s.view(B, -1), dim=1, keepdim=True)
+        s = (s - mean.unsqueeze(2)) / (std.unsqueeze(2) + self.eps)
+        s = torch.addcmul(self.rescale_bias.to(s.dtype), s,
+                          self.rescale_weight.to(s.dtype))
+        return s.to(dtype).transpose(1, 2)
+
+    def _bottleneck(self, g: torch.Tensor) -> torch.Tensor:
+        """fc2(max over the two halves of fc1(g)): (B, C)."""
+        u = self.fc1(g).view(g.shape[0], 2, -1).amax(dim=1)  # maxout
+        return self.fc2(u)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return self._add_fast(x, with_input=False)
         B, C, H, W = x.shape
         g = x.mean(dim=(2, 3))
         s = self._similarity(x, g)  # B, heads, N
-        u = self.fc1(g).view(B, 2, -1).amax(dim=1)  # competition (maxout)
-        v = self.fc2(u).view(B, self.heads, self.head_dim, 1)
+        v = self._bottleneck(g).view(B, self.heads, self.head_dim, 1)
         return (s.unsqueeze(2) * v).view(B, C, H, W)
 
     def add_to(self, x: torch.Tensor) -> torch.Tensor:
-        """``x + self(x)``; one fused product for channels-last ``x``."""
-        if _is_channels_last(x):
-            return _fast.gc_add(self, x)
+        """``x + self(x)``; one fused product on the fast path (returned
+        channels-last there)."""
+        if self.fast_path:
+            return self._add_fast(x, with_input=True)
         return x + self(x)
+
+    def _add_fast(self, x: torch.Tensor, with_input: bool) -> torch.Tensor:
+        """``[x +] context``: the context ``s[b, h, n] * v[b, c in h]`` as
+        one (b)addbmm of the (N, heads) scores with a block-diagonal
+        (heads, C) matrix of ``v``."""
+        B, C, H, W = x.shape
+        xf = ops.nhwc(x).reshape(B, H * W, C)
+        g = xf.mean(1)
+        s = self._similarity(x, g).transpose(1, 2).to(xf.dtype)  # B, N, h
+        v = _head_block_diag(self._bottleneck(g), self.heads,
+                             False).to(xf.dtype)
+        out = torch.baddbmm(xf, s, v) if with_input else torch.bmm(s, v)
+        return ops.nchw(out.view(B, H, W, C))
 
 
 def _pointwise_mlp(dim: int, hidden: int) -> nn.Sequential:
@@ -134,14 +213,16 @@ def _pointwise_mlp(dim: int, hidden: int) -> nn.Sequential:
         nn.Conv2d(dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, dim, 1))
 
 
-class TokenMixer(nn.Module):
+class TokenMixer(FastPathMixin, nn.Module):
     """Two rounds of "add global context, then mix locally"::
 
         x = x + GC1(x);  x = GELU(F1(DW1(x)))
         x = x + GC2(x);  x = GELU(F2(DW2(x)))
 
     with 11x11 depthwise convolutions ``DW`` and pointwise bottleneck MLPs
-    ``F`` of width ``max(dim // 8, 16)``.
+    ``F`` of width ``max(dim // 8, 16)``. On the fast path the 1x1
+    convolutions of ``F`` are matrix products on the NHWC view, each with
+    its GELU.
     """
 
     def __init__(self, dim: int, kernel_size: int = 11):
@@ -156,15 +237,45 @@ class TokenMixer(nn.Module):
         self.fc2 = _pointwise_mlp(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return self._forward_fast(x)
         x = x + self.gc1(x)
         x = _gelu(self.fc1(self.dw1(x)))
         x = x + self.gc2(x)
         return _gelu(self.fc2(self.dw2(x)))
 
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.gc1.add_to(x)
+        x = self._mlp_fast(self.fc1, ops.depthwise_conv(x, self.dw1))
+        x = self.gc2.add_to(x)
+        return self._mlp_fast(self.fc2, ops.depthwise_conv(x, self.dw2))
 
-class ChannelMixer(nn.Module):
+    @staticmethod
+    def _mlp_fast(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """``GELU(mlp(x))`` on a channels-last ``x``."""
+        first, last = mlp[0], mlp[2]
+        h = ops.linear(ops.nhwc(x), first.weight.flatten(1), first.bias,
+                       gelu=True)
+        return ops.nchw(ops.linear(h, last.weight.flatten(1), last.bias,
+                                   gelu=True))
+
+
+def _drop_path_active(drop_path: nn.Module) -> bool:
+    return getattr(drop_path, 'drop_prob', 0.) > 0 and drop_path.training
+
+
+class ChannelMixer(FastPathMixin, nn.Module):
     """MLP with a 3x3 depthwise convolution inside:
-    Conv1x1 -> DWConv3x3 -> GELU -> Dropout -> Conv1x1 -> Dropout."""
+    Conv1x1 -> DWConv3x3 -> GELU -> Dropout -> Conv1x1 -> Dropout.
+
+    The fast formulation (:meth:`forward_fast`) can also take the block's
+    residual branch around it: the affine of the GroupNorm before it is
+    folded into ``fc1`` (``W diag(a) x + W b + c``), the layer scale after
+    it into ``fc2`` (``diag(ls) W h + ls c``), both on the parameters (so
+    autograd gives the same gradients), the residual add fused into the last
+    product, and on CPU the batch runs in chunks
+    (:func:`~fcvit_mm.models.backbones.fcvit_ops.batch_chunks`).
+    """
 
     def __init__(self, dim: int, mlp_ratio: float, drop: float = 0.):
         super().__init__()
@@ -175,19 +286,70 @@ class ChannelMixer(nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return self.forward_fast(x)
         x = self.drop(_gelu(self.dwconv(self.fc1(x))))
         return self.drop(self.fc2(x))
 
+    def _folded_weights(self, norm: Optional[nn.GroupNorm],
+                        scale: Optional[torch.Tensor]):
+        """(w1, b1, w2, b2) of the two products with ``norm``'s affine and
+        ``scale`` folded in."""
+        hidden, dim = self.fc1.out_channels, self.fc1.in_channels
+        w1, b1 = self.fc1.weight.view(hidden, dim), self.fc1.bias
+        if norm is not None:
+            b1 = torch.addmv(b1, w1, norm.bias)
+            w1 = w1 * norm.weight
+        w2, b2 = self.fc2.weight.view(dim, hidden), self.fc2.bias
+        if scale is not None:
+            w2 = w2 * scale.view(dim, 1)
+            b2 = b2 * scale
+        return w1, b1, w2, b2
 
-class FCViTBlock(nn.Module):
+    def forward_fast(self,
+                     x: torch.Tensor,
+                     norm: Optional[nn.GroupNorm] = None,
+                     scale: Optional[torch.Tensor] = None,
+                     drop_path: Optional[nn.Module] = None,
+                     residual: bool = False) -> torch.Tensor:
+        """``[x +] [drop_path]([scale *] self([norm](x)))`` on the fast path
+        (``norm``: a one-group GroupNorm), returned channels-last."""
+        w1, b1, w2, b2 = self._folded_weights(norm, scale)
+        path_active = drop_path is not None and _drop_path_active(drop_path)
+        drop_active = self.drop.p > 0 and self.drop.training
+        add_in_chunk = residual and not path_active
+        xl = ops.nhwc(x)
+        outs = []
+        for xc in ops.batch_chunks(xl, self.fc1.out_channels):
+            if norm is not None:
+                xc_in = F.layer_norm(xc, xc.shape[1:], eps=norm.eps)
+            else:
+                xc_in = xc
+            h = ops.nhwc(ops.depthwise_conv(
+                ops.nchw(ops.linear(xc_in, w1, b1)), self.dwconv, gelu=True))
+            if drop_active:
+                y = self.drop(ops.linear(self.drop(h), w2, b2))
+                outs.append(xc + y if add_in_chunk else y)
+            else:
+                outs.append(ops.linear(
+                    h, w2, b2, residual=xc if add_in_chunk else None))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        if path_active:
+            out = drop_path(out)
+            if residual:
+                out = xl + out
+        return ops.nchw(out)
+
+
+class FCViTBlock(FastPathMixin, nn.Module):
     """Pre-norm MetaFormer block with layer scale::
 
         x = x + DropPath(ls1 * TokenMixer(GN1(x)))
         x = x + DropPath(ls2 * ChannelMixer(GN2(x)))
 
-    GN is a GroupNorm with one group. With ``fast_path`` (set by
-    :class:`FCViT`) the block runs :func:`_fast.block_forward` instead, on
-    channels-last tensors.
+    GN is a GroupNorm with one group. The fast formulation runs on (and
+    returns) channels-last tensors; the second residual branch is
+    :meth:`ChannelMixer.forward_fast` with GN2 and ls2 folded in.
     """
 
     def __init__(self,
@@ -199,7 +361,6 @@ class FCViTBlock(nn.Module):
                  with_cp: bool = False):
         super().__init__()
         self.with_cp = with_cp
-        self.fast_path = True
         self.norm1 = nn.GroupNorm(1, dim)
         self.token_mixer = TokenMixer(dim)
         self.norm2 = nn.GroupNorm(1, dim)
@@ -211,9 +372,7 @@ class FCViTBlock(nn.Module):
         self.drop_path = (
             DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity())
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
-            return _fast.block_forward(self, x)
+    def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(
             self.layer_scale_1.view(1, -1, 1, 1) *
             self.token_mixer(self.norm1(x)))
@@ -221,6 +380,25 @@ class FCViTBlock(nn.Module):
             self.layer_scale_2.view(1, -1, 1, 1) *
             self.channel_mixer(self.norm2(x)))
         return x
+
+    def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        x = ops.to_channels_last(x)
+        n1 = self.norm1
+        t = self.token_mixer(
+            ops.group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps))
+        ls = self.layer_scale_1.view(1, -1, 1, 1)
+        if _drop_path_active(self.drop_path):
+            x = x + self.drop_path(ls * t)
+        else:
+            x = torch.addcmul(x, t, ls)
+        return self.channel_mixer.forward_fast(
+            x, norm=self.norm2, scale=self.layer_scale_2,
+            drop_path=self.drop_path, residual=True)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast_path:
+            return self._forward_fast(x)
+        return self._forward_plain(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.with_cp and x.requires_grad:
@@ -261,7 +439,7 @@ class FCViTStage(nn.Module):
 
 
 @MODELS.register_module()
-class FCViT(BaseModule):
+class FCViT(FastPathMixin, BaseModule):
     """FCViT backbone.
 
     A PyTorch/OpenMMLab implementation of
@@ -298,11 +476,11 @@ class FCViT(BaseModule):
         with_cp (bool): Activation checkpointing per block (saves memory,
             same results). Defaults to False.
         fast_path (bool): Run the network on channels-last tensors with the
-            fast kernels of :mod:`fcvit_mm.models.backbones._fast` (same
-            math; inputs and outputs stay ordinary NCHW tensors). False runs
-            the plain op-by-op transcription of the reference. Can also be
-            switched on a built model through the ``fast_path`` attribute.
-            Defaults to True.
+            fast formulations and kernels (same math; inputs and outputs stay
+            ordinary NCHW tensors). False runs the plain op-by-op
+            transcription of the reference, whatever the input's memory
+            layout. Can also be switched on a built model (or a single
+            block) through the ``fast_path`` attribute. Defaults to True.
         init_cfg (dict | list[dict], optional): Initialisation config. A
             ``Pretrained`` entry accepts this project's checkpoints (with
             ``prefix``) and the reference's checkpoints as published.
@@ -382,17 +560,6 @@ class FCViT(BaseModule):
         self._freeze_stages()
         # whatever loads a checkpoint: reference keys renamed, misfits refused
         self.register_load_state_dict_pre_hook(fit_checkpoint)
-
-    @property
-    def fast_path(self) -> bool:
-        return self._fast_path
-
-    @fast_path.setter
-    def fast_path(self, value: bool):
-        self._fast_path = bool(value)
-        for stage in self.stages:
-            for blk in stage.blocks:
-                blk.fast_path = self._fast_path
 
     # ------------------------------------------------------------------ #
     # argument checking
@@ -521,20 +688,20 @@ class FCViT(BaseModule):
                 f'FCViT needs inputs of at least {self.min_size} x '
                 f'{self.min_size} pixels (four stages, total stride 32), got '
                 f'{x.shape[2]} x {x.shape[3]}')
-        # fast path: channels-last inside, ordinary NCHW outputs
+        # fast path: channels-last inside; the plain path takes the input as
+        # it comes; the outputs are ordinary (contiguous) NCHW tensors
         fast = self.fast_path
-        x = x.contiguous(
-            memory_format=torch.channels_last if fast else
-            torch.contiguous_format)
+        if fast:
+            x = ops.to_channels_last(x)
         x = self.patch_embed(x)
         outs = []
         for i, stage in enumerate(self.stages):
             x = stage(x)
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
-                outs.append(
-                    _fast.group_norm(x, norm).contiguous() if fast else
-                    norm(x))
+                out = ops.group_norm(x, norm.num_groups, norm.weight,
+                                     norm.bias, norm.eps) if fast else norm(x)
+                outs.append(out.contiguous())
             if i == self.out_indices[-1]:
                 break
         return tuple(outs)

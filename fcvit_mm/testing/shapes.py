@@ -1,5 +1,7 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""A seeded generator of synthetic-shapes datasets in three real layouts.
+"""A seeded generator of synthetic-shapes datasets in three real layouts
+(a test and demo fixture; the command line is
+``tools/dataset_converters/make_shapes.py``).
 
 Images show a few filled shapes (``circle``, ``square``, ``triangle``) of
 random size, colour, rotation and position, on a random background (a
@@ -51,8 +53,6 @@ import numpy as np
 
 #: the classes, in label order (COCO category ids are index + 1)
 SHAPES_CLASSES = ('circle', 'square', 'triangle')
-#: a colour per class for visualisation (RGB)
-SHAPES_PALETTE = [(220, 20, 60), (0, 130, 200), (60, 180, 75)]
 
 FORMATS = ('coco', 'ade20k', 'imagenet')
 _META_FILE = 'shapes_meta.json'
@@ -173,38 +173,59 @@ def draw_scene(rng: np.random.Generator, img_size: Tuple[int, int],
     if classes is None:
         n = int(rng.integers(num_objects[0], num_objects[1] + 1))
         classes = [int(c) for c in rng.integers(0, len(SHAPES_CLASSES), n)]
-    short = min(h, w)
     placed = []  # (label, full mask, colour)
     for cls in classes:
-        for _attempt in range(30):
-            size = rng.uniform(*size_range) * short
-            verts = _shape_polygon(rng, cls, size, rotate)
-            ext = (np.abs(verts).max(0) if verts is not None else
-                   np.array([size / 2, size / 2]))
-            lo, hi = ext, np.array([w - 1, h - 1]) - ext
-            if np.any(hi < lo):
-                continue
-            center = rng.uniform(lo, hi)
-            full = _draw_mask(h, w, cls, center, size, verts)
-            if full.sum() < 9:
-                continue
-            ok = True
-            for k, (_, prev, _) in enumerate(placed):
-                vis = prev.copy()
-                for _, later, _ in placed[k + 1:]:
-                    vis[later > 0] = 0
-                vis[full > 0] = 0
-                if (vis.sum() < min_visible * prev.sum()
-                        or _outline(vis) is None):
-                    ok = False
-                    break
-            if ok:
-                placed.append((cls, full, _pick_colour(rng, bg_mean,
-                                                       min_contrast)))
-                break
-        # a shape that found no place after 30 tries is left out
+        full = _place_shape(rng, cls, (h, w), placed, size_range,
+                            min_visible, rotate)
+        if full is not None:  # else no place found: the shape is left out
+            placed.append((cls, full, _pick_colour(rng, bg_mean,
+                                                   min_contrast)))
+    objects = _paint(img, placed)
+    if noise > 0:
+        img = img + rng.normal(0, noise, img.shape)
+    return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
+
+
+def _keeps_visible(placed: list, full: np.ndarray,
+                   min_visible: float) -> bool:
+    """Whether every placed shape stays visible enough (and one piece
+    without holes) with ``full`` drawn on top."""
+    for k, (_, prev, _) in enumerate(placed):
+        vis = prev.copy()
+        for _, later, _ in placed[k + 1:]:
+            vis[later > 0] = 0
+        vis[full > 0] = 0
+        if vis.sum() < min_visible * prev.sum() or _outline(vis) is None:
+            return False
+    return True
+
+
+def _place_shape(rng: np.random.Generator, cls: int, img_size, placed: list,
+                 size_range, min_visible: float, rotate: bool,
+                 tries: int = 30) -> Optional[np.ndarray]:
+    """The full mask of a shape of class ``cls`` placed over ``placed``
+    without hiding too much of them; None if ``tries`` draws fail."""
+    h, w = img_size
+    for _attempt in range(tries):
+        size = rng.uniform(*size_range) * min(h, w)
+        verts = _shape_polygon(rng, cls, size, rotate)
+        ext = (np.abs(verts).max(0) if verts is not None else
+               np.array([size / 2, size / 2]))
+        lo, hi = ext, np.array([w - 1, h - 1]) - ext
+        if np.any(hi < lo):
+            continue
+        center = rng.uniform(lo, hi)
+        full = _draw_mask(h, w, cls, center, size, verts)
+        if full.sum() >= 9 and _keeps_visible(placed, full, min_visible):
+            return full
+    return None
+
+
+def _paint(img: np.ndarray, placed: list) -> list:
+    """Paint the placed shapes (later on top) into ``img``; the objects
+    with their visible masks, outlines and boxes, in drawing order."""
     objects = []
-    covered = np.zeros((h, w), np.uint8)
+    covered = np.zeros(img.shape[:2], np.uint8)
     for cls, full, colour in reversed(placed):
         vis = full.copy()
         vis[covered > 0] = 0
@@ -216,9 +237,7 @@ def draw_scene(rng: np.random.Generator, img_size: Tuple[int, int],
         objects.append(dict(label=cls, mask=vis, polygon=_outline(vis),
                             bbox=bbox))
     objects.reverse()
-    if noise > 0:
-        img = img + rng.normal(0, noise, img.shape)
-    return np.clip(np.round(img), 0, 255).astype(np.uint8), objects
+    return objects
 
 
 # --------------------------------------------------------------------------
@@ -307,6 +326,13 @@ def _write_imagenet(root, split, num, img_size, seed, scene_kw):
 
 def _check_args(fmt, num_train, num_val, img_size, num_objects, size_range,
                 min_visible, noise):
+    """Raise on a bad argument; return ``img_size`` as (h, w) and
+    ``num_objects``, ``size_range`` as tuples of ints / floats."""
+    if isinstance(img_size, (int, np.integer)):
+        img_size = (int(img_size), int(img_size))
+    img_size = tuple(int(s) for s in img_size)
+    num_objects = tuple(int(n) for n in num_objects)
+    size_range = tuple(float(s) for s in size_range)
     if fmt not in FORMATS:
         raise ValueError(f'fmt must be one of {FORMATS}, got {fmt!r}')
     for name, val in (('num_train', num_train), ('num_val', num_val)):
@@ -328,6 +354,54 @@ def _check_args(fmt, num_train, num_val, img_size, num_objects, size_range,
                          f'{min_visible!r}')
     if noise < 0:
         raise ValueError(f'noise must be >= 0, got {noise!r}')
+    return img_size, num_objects, size_range
+
+
+def _layout_paths(root: str, fmt: str) -> Dict[str, str]:
+    """The absolute paths that ``make_shapes_dataset`` returns."""
+    if fmt == 'coco':
+        ann = osp.join(root, 'annotations')
+        return dict(
+            train_img_dir=osp.join(root, 'train2017'),
+            val_img_dir=osp.join(root, 'val2017'),
+            train_ann_file=osp.join(ann, 'instances_train2017.json'),
+            val_ann_file=osp.join(ann, 'instances_val2017.json'))
+    if fmt == 'ade20k':
+        return dict(
+            train_img_dir=osp.join(root, 'images', 'training'),
+            val_img_dir=osp.join(root, 'images', 'validation'),
+            train_seg_dir=osp.join(root, 'annotations', 'training'),
+            val_seg_dir=osp.join(root, 'annotations', 'validation'))
+    return dict(train_dir=osp.join(root, 'train'),
+                val_dir=osp.join(root, 'val'),
+                train_ann_file=osp.join(root, 'meta', 'train.txt'),
+                val_ann_file=osp.join(root, 'meta', 'val.txt'))
+
+
+def _made_before(root: str, fmt: str, params: dict, overwrite: bool) -> bool:
+    """True if ``root`` holds a complete dataset made with ``params`` (and
+    ``overwrite`` is off); otherwise clear what an earlier generation
+    wrote there, refusing to touch folders it did not make."""
+    meta_path = osp.join(root, _META_FILE)
+    if osp.isfile(meta_path):
+        with open(meta_path) as f:
+            try:
+                previous = json.load(f)
+            except ValueError:
+                previous = {}
+        done = previous.pop('complete', False)
+        if done and previous == params and not overwrite:
+            return True
+        # ours: clear what the earlier generation wrote, so no stale files
+        for sub in set(_OWNED.get(previous.get('fmt'), ()) + _OWNED[fmt]):
+            shutil.rmtree(osp.join(root, sub), ignore_errors=True)
+    elif osp.isdir(root) and any(
+            osp.exists(osp.join(root, sub)) for sub in _OWNED[fmt]):
+        raise FileExistsError(
+            f'{root!r} already has {list(_OWNED[fmt])} folders that were not '
+            f'made by make_shapes_dataset (no {_META_FILE}); choose an empty '
+            f'folder')
+    return False
 
 
 def make_shapes_dataset(root: str, fmt: str = 'coco', num_train: int = 200,
@@ -361,61 +435,21 @@ def make_shapes_dataset(root: str, fmt: str = 'coco', num_train: int = 200,
         ``train_dir``, ``val_dir``, ``train_ann_file``, ``val_ann_file``.
         Also ``generated``: False when an existing dataset was reused.
     """
-    if isinstance(img_size, (int, np.integer)):
-        img_size = (int(img_size), int(img_size))
-    img_size = tuple(int(s) for s in img_size)
-    num_objects = tuple(int(n) for n in num_objects)
-    size_range = tuple(float(s) for s in size_range)
-    _check_args(fmt, num_train, num_val, img_size, num_objects, size_range,
-                min_visible, noise)
+    img_size, num_objects, size_range = _check_args(
+        fmt, num_train, num_val, img_size, num_objects, size_range,
+        min_visible, noise)
     root = osp.abspath(root)
     params = dict(fmt=fmt, num_train=int(num_train), num_val=int(num_val),
                   img_size=list(img_size), seed=int(seed),
                   num_objects=list(num_objects), size_range=list(size_range),
                   min_visible=float(min_visible), noise=float(noise),
                   rotate=bool(rotate), min_contrast=float(min_contrast))
+    out = dict(_layout_paths(root, fmt), root=root, format=fmt,
+               classes=SHAPES_CLASSES, num_train=int(num_train),
+               num_val=int(num_val))
     meta_path = osp.join(root, _META_FILE)
-
-    out = dict(root=root, format=fmt, classes=SHAPES_CLASSES,
-               num_train=int(num_train), num_val=int(num_val))
-    if fmt == 'coco':
-        out.update(
-            train_img_dir=osp.join(root, 'train2017'),
-            val_img_dir=osp.join(root, 'val2017'),
-            train_ann_file=osp.join(root, 'annotations',
-                                    'instances_train2017.json'),
-            val_ann_file=osp.join(root, 'annotations',
-                                  'instances_val2017.json'))
-    elif fmt == 'ade20k':
-        out.update(
-            train_img_dir=osp.join(root, 'images', 'training'),
-            val_img_dir=osp.join(root, 'images', 'validation'),
-            train_seg_dir=osp.join(root, 'annotations', 'training'),
-            val_seg_dir=osp.join(root, 'annotations', 'validation'))
-    else:
-        out.update(train_dir=osp.join(root, 'train'),
-                   val_dir=osp.join(root, 'val'),
-                   train_ann_file=osp.join(root, 'meta', 'train.txt'),
-                   val_ann_file=osp.join(root, 'meta', 'val.txt'))
-
-    if osp.isfile(meta_path):
-        with open(meta_path) as f:
-            try:
-                previous = json.load(f)
-            except ValueError:
-                previous = {}
-        done = previous.pop('complete', False)
-        if done and previous == params and not overwrite:
-            return dict(out, generated=False)
-        # ours: clear what the earlier generation wrote, so no stale files
-        for sub in set(_OWNED.get(previous.get('fmt'), ()) + _OWNED[fmt]):
-            shutil.rmtree(osp.join(root, sub), ignore_errors=True)
-    elif osp.isdir(root) and any(
-            osp.exists(osp.join(root, sub)) for sub in _OWNED[fmt]):
-        raise FileExistsError(
-            f'{root!r} already has {list(_OWNED[fmt])} folders that were not '
-            f'made by make_shapes_dataset (no {_META_FILE}); choose an empty '
-            f'folder')
+    if _made_before(root, fmt, params, overwrite):
+        return dict(out, generated=False)
     os.makedirs(root, exist_ok=True)
     # marked complete at the end: an interrupted run is regenerated next time
     with open(meta_path, 'w') as f:

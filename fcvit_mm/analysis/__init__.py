@@ -1,0 +1,17 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Code shared by the analysis tools (``tools/analysis/*``).
+
+Not imported by ``fcvit_mm`` itself nor by any training job:
+
+* :mod:`.models`: models by name (``fcvit-ARCH[-plain][-cp][-cl]``, the one
+  parser of these names, and mmpretrain peers) or from a config
+  (``pkg::path`` for the libraries' own), switching FCViT to its plain path;
+* :mod:`.data`: synthetic batches in the data format of mmdet, mmseg or
+  mmpretrain;
+* :mod:`.measure`: benchmark targets, interleaved timing, peak memory, the
+  OpenMP wait policy and the command-line options the measuring tools
+  share.
+
+Kernel recording for the kernel floor is
+:class:`fcvit_mm.models.backbones.fcvit_ops.KernelRecorder`.
+"""

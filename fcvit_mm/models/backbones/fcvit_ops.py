@@ -1,0 +1,316 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Kernels of FCViT's fast path: how an operation is computed, never what.
+
+The model's math lives in :mod:`fcvit_mm.models.backbones.fcvit`, where each
+module holds its plain and its fast formulation side by side. The fast
+formulations run on *channels-last* tensors (logically NCHW, stored NHWC),
+so that a 1x1 convolution is a matrix product on an ``(N*H*W, C)`` view, and
+call the kernels below, which choose the fastest implementation of one
+operation for the device, dtype and autograd state at hand:
+
+* :func:`linear`: a 1x1 convolution on an NHWC tensor (MKL GEMM on CPU);
+  in inference (CPU, float32, nothing to differentiate) its GELU or residual
+  add runs in place on the product.
+* :func:`depthwise_conv`: a depthwise convolution on a channels-last
+  tensor. In inference it is oneDNN's fused convolution (+ GELU) kernel; in
+  training on CPU, kernels from :data:`FFT_GRAD_MIN_KERNEL` on take their
+  weight gradient from :func:`depthwise_weight_grad_fft` (oneDNN's
+  backward-weights pass for an 11x11 depthwise convolution is several times
+  slower than its forward; the gradient is a cross-correlation of the input
+  with the output gradient, summed over the batch, which an FFT computes to
+  float rounding).
+* :func:`group_norm`: a GroupNorm that keeps the channels-last layout (on
+  GPUs, one group is a LayerNorm of the NHWC view).
+* :func:`batch_chunks`: a CPU batch split so that a wide hidden tensor stays
+  below :data:`CHUNK_BYTES` (cache-friendly, and under glibc's mmap
+  threshold, above which every allocation is returned to the OS on free and
+  page-faulted in again on the next use).
+
+Everything is ordinary differentiable PyTorch (except the FFT weight
+gradient, a small ``autograd.Function``), so CUDA and autocast run the same
+code without the CPU-only kernels.
+
+Measurement hook: :class:`KernelRecorder` is a context manager that records
+every :func:`linear` and :func:`depthwise_conv` call (shapes, and whether
+the fused inference kernels ran), e.g. for the kernel floor of
+``tools/analysis/kernel_floor.py``.
+"""
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+#: Upper bound (bytes) of a chunk of the channel mixer's hidden tensor (CPU).
+CHUNK_BYTES = 16 << 20
+#: Depthwise kernels from this size on use the FFT weight gradient on CPU.
+FFT_GRAD_MIN_KERNEL = 7
+
+
+# ---------------------------------------------------------------------- #
+# recording
+# ---------------------------------------------------------------------- #
+class KernelCall(NamedTuple):
+    """One recorded kernel call.
+
+    ``kind`` is ``'gemm'`` (``shape`` = ``(M, K, N)``: an ``(M, K)`` input
+    times a ``(K, N)`` weight) or ``'depthwise'`` (``shape`` = the input's
+    NCHW shape, ``conv`` the ``nn.Conv2d``, ``gelu`` whether a GELU
+    follows). ``fused``: oneDNN's / in-place inference kernels ran.
+    """
+    kind: str
+    shape: Tuple[int, ...]
+    fused: bool
+    conv: Optional[nn.Conv2d] = None
+    gelu: bool = False
+
+
+_RECORDERS: List['KernelRecorder'] = []
+
+
+class KernelRecorder:
+    """Records the fast path's kernel calls while active::
+
+        with KernelRecorder() as rec:
+            model(x)
+        rec.gemms      # [(M, K, N), ...] in call order
+        rec.depthwise  # [(input shape, conv, gelu), ...]
+        rec.calls      # every KernelCall, in order
+
+    Recorders nest; each sees every call made while it is active. The
+    kernels themselves run unchanged.
+    """
+
+    def __init__(self):
+        self.calls: List[KernelCall] = []
+
+    def __enter__(self) -> 'KernelRecorder':
+        _RECORDERS.append(self)
+        return self
+
+    def __exit__(self, *exc):
+        _RECORDERS.remove(self)
+        return False
+
+    @property
+    def gemms(self) -> List[Tuple[int, int, int]]:
+        return [c.shape for c in self.calls if c.kind == 'gemm']
+
+    @property
+    def depthwise(self) -> List[tuple]:
+        return [(c.shape, c.conv, c.gelu) for c in self.calls
+                if c.kind == 'depthwise']
+
+
+def _record(call: KernelCall):
+    for rec in _RECORDERS:
+        rec.calls.append(call)
+
+
+# ---------------------------------------------------------------------- #
+# layout
+# ---------------------------------------------------------------------- #
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def nhwc(x: torch.Tensor) -> torch.Tensor:
+    """NHWC view of a channels-last NCHW tensor (a copy if it is not)."""
+    y = x.permute(0, 2, 3, 1)
+    return y if y.is_contiguous() else y.contiguous()
+
+
+def nchw(x: torch.Tensor) -> torch.Tensor:
+    """Channels-last NCHW view of an NHWC-contiguous tensor."""
+    return x.permute(0, 3, 1, 2)
+
+
+def mkldnn_fusable(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
+    """Whether oneDNN's fused inference kernels may run: CPU, float32,
+    nothing to differentiate, no autocast."""
+    if x.device.type != 'cpu' or x.dtype != torch.float32:
+        return False
+    if not torch.backends.mkldnn.is_available():
+        return False
+    if torch.is_autocast_enabled('cpu'):
+        return False
+    if torch.is_grad_enabled() and (x.requires_grad or any(
+            p is not None and p.requires_grad for p in params)):
+        return False
+    return True
+
+
+# ---------------------------------------------------------------------- #
+# 1x1 convolution
+# ---------------------------------------------------------------------- #
+def linear(x: torch.Tensor,
+           weight: torch.Tensor,
+           bias: Optional[torch.Tensor],
+           gelu: bool = False,
+           residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``[residual +] [gelu](x @ weight.T + bias)`` on the last dim of an
+    NHWC tensor (``gelu`` and ``residual`` are exclusive)."""
+    if gelu and residual is not None:
+        raise ValueError('linear: gelu and residual are exclusive')
+    fused = mkldnn_fusable(x, weight, bias)
+    if _RECORDERS:
+        _record(KernelCall('gemm', (x.numel() // x.shape[-1],
+                                    weight.shape[1], weight.shape[0]), fused))
+    y = F.linear(x, weight, bias)
+    if fused:
+        # nothing to differentiate: GELU and the residual in place on the
+        # product (measured faster here than oneDNN's fused post-ops, whose
+        # erf GELU is slow on AVX2, and no second output tensor)
+        if gelu:
+            return torch.ops.aten.gelu_(y)
+        return y if residual is None else y.add_(residual)
+    if gelu:
+        y = F.gelu(y)
+    if residual is not None:
+        y = residual + y
+    return y
+
+
+# ---------------------------------------------------------------------- #
+# depthwise convolution
+# ---------------------------------------------------------------------- #
+def _fft_size(n: int) -> int:
+    """Smallest integer >= n with prime factors 2, 3, 5 only (measured: a
+    transform of 64 is ~1.8x faster than one of 63 = 3 * 3 * 7)."""
+    while True:
+        m = n
+        for p in (2, 3, 5):
+            while m % p == 0:
+                m //= p
+        if m == 1:
+            return n
+        n += 1
+
+
+def depthwise_weight_grad_fft(x: torch.Tensor, grad_out: torch.Tensor,
+                              kernel_size: Sequence[int],
+                              padding: Sequence[int]) -> torch.Tensor:
+    """Weight gradient of a stride-1 depthwise convolution via FFT.
+
+    ``grad_w[c, i, j] = sum_{b,y,x} grad_out[b,c,y,x] *
+    x[b, c, y + i - ph, x + j - pw]`` (zero outside the image) is a
+    cross-correlation; with a transform size of at least
+    ``H + max(ph, kh - 1 - ph)`` the circular correlation has no wrap-around
+    for the needed shifts, so it equals the direct sum up to rounding.
+
+    Returns a ``(C, 1, kh, kw)`` tensor in ``x``'s dtype.
+    """
+    kh, kw = kernel_size
+    ph, pw = padding
+    H, W = x.shape[-2:]
+    if grad_out.shape != x.shape:
+        raise ValueError('depthwise_weight_grad_fft needs a same-size '
+                         f'convolution, got input {tuple(x.shape)} and '
+                         f'output gradient {tuple(grad_out.shape)}')
+    P = _fft_size(H + max(ph, kh - 1 - ph))
+    Q = _fft_size(W + max(pw, kw - 1 - pw))
+    dtype = x.dtype if x.dtype in (torch.float32, torch.float64) \
+        else torch.float32
+    X = torch.fft.rfft2(x.contiguous().to(dtype), s=(P, Q))
+    G = torch.fft.rfft2(grad_out.contiguous().to(dtype), s=(P, Q))
+    corr = torch.fft.irfft2((X * G.conj()).sum(0), s=(P, Q))  # C, P, Q
+    rows = torch.arange(-ph, kh - ph, device=x.device) % P
+    cols = torch.arange(-pw, kw - pw, device=x.device) % Q
+    out = corr.index_select(1, rows).index_select(2, cols)
+    return out.to(x.dtype).unsqueeze(1)
+
+
+class DepthwiseConvFFTGrad(torch.autograd.Function):
+    """Depthwise conv (stride 1, no dilation): forward and input gradient by
+    the usual kernels, weight gradient by :func:`depthwise_weight_grad_fft`.
+
+    ``DepthwiseConvFFTGrad.apply(x, weight, bias, padding)``.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding):
+        ctx.padding = padding
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1],
+                False, [0, 0], x.shape[1], [True, False, False])[0]
+        if ctx.needs_input_grad[1]:
+            grad_w = depthwise_weight_grad_fft(x, grad, weight.shape[-2:],
+                                               ctx.padding)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None
+
+
+def _fft_grad_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+    needs_grad = torch.is_grad_enabled() and (
+        x.requires_grad or conv.weight.requires_grad)
+    return (needs_grad and x.device.type == 'cpu'
+            and x.dtype in (torch.float32, torch.float64)
+            and not torch.is_autocast_enabled('cpu')
+            and min(conv.kernel_size) >= FFT_GRAD_MIN_KERNEL
+            and tuple(conv.stride) == (1, 1)
+            and tuple(conv.dilation) == (1, 1))
+
+
+def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
+                   gelu: bool = False) -> torch.Tensor:
+    """``[gelu](conv(x))`` for a depthwise ``nn.Conv2d`` on a channels-last
+    tensor; returns channels-last."""
+    pad = tuple(conv.padding)
+    fused = mkldnn_fusable(x, conv.weight, conv.bias)
+    if _RECORDERS:
+        _record(KernelCall('depthwise', tuple(x.shape), fused, conv, gelu))
+    if fused:
+        return torch.ops.mkldnn._convolution_pointwise(
+            x, conv.weight, conv.bias, list(pad), [1, 1], [1, 1],
+            conv.groups, 'gelu' if gelu else 'none', [],
+            'none' if gelu else None)
+    if _fft_grad_applies(x, conv):
+        y = DepthwiseConvFFTGrad.apply(x, conv.weight, conv.bias, pad)
+    else:
+        y = conv(x)
+    if not y.is_contiguous(memory_format=torch.channels_last):
+        y = to_channels_last(y)
+    return F.gelu(y) if gelu else y
+
+
+# ---------------------------------------------------------------------- #
+# norms and batch chunks
+# ---------------------------------------------------------------------- #
+def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor,
+               bias: torch.Tensor, eps: float) -> torch.Tensor:
+    """``F.group_norm`` on a channels-last tensor, returned channels-last."""
+    if x.device.type != 'cpu' and num_groups == 1:
+        # GPU GroupNorm kernels want NCHW: normalise the NHWC view instead
+        xl = nhwc(x)
+        y = F.layer_norm(xl, xl.shape[1:], eps=eps)
+        return nchw(torch.addcmul(bias.to(y.dtype), y, weight.to(y.dtype)))
+    y = F.group_norm(x, num_groups, weight, bias, eps)
+    if not y.is_contiguous(memory_format=torch.channels_last):
+        y = to_channels_last(y)
+    return y
+
+
+def chunk_size(x: torch.Tensor, hidden: int) -> int:
+    """Samples per chunk of an NHWC batch ``x`` whose per-sample hidden
+    tensor has ``hidden`` channels (the whole batch off the CPU)."""
+    B, H, W, _ = x.shape
+    if x.device.type != 'cpu':
+        return B
+    per_sample = H * W * hidden * x.element_size()
+    return max(1, min(B, CHUNK_BYTES // max(per_sample, 1)))
+
+
+def batch_chunks(x: torch.Tensor, hidden: int) -> Iterator[torch.Tensor]:
+    """The NHWC batch ``x`` in chunks of :func:`chunk_size` samples."""
+    size = chunk_size(x, hidden)
+    return iter(x.split(size) if size < x.shape[0] else (x, ))
