@@ -136,7 +136,10 @@ def test_backbone_fast_equals_plain(size, train):
     fast = copy.deepcopy(plain)
     fast.fast_path = True
     x = torch.randn(2, 3, *size)
-    _compare(fast, plain, x, train, rtol=1e-5, skip=BN_BIASES)
+    # whole-backbone gradients sum over many terms in a different order on
+    # each path: 1.6e-5 was seen with 16 threads (H100 host), so 3e-5 here;
+    # a formulation error shows as 1e-2 or more
+    _compare(fast, plain, x, train, rtol=3e-5, skip=BN_BIASES)
 
 
 def test_backbone_outputs_are_plain_nchw():
