@@ -10,7 +10,9 @@ runner, so that a run neither loses work nor fails late:
   seed; ``--resume PATH`` and ``tools/test.py CKPT`` are read once with the
   safe loader, so a corrupt file or one that would run code fails at once
   with its name;
-* annotation files are checked to exist and parse.
+* annotation files are checked to exist and parse (COCO files: skipped
+  annotations counted), and :data:`~fcvit_mm.engine.data_hooks.DATA_HOOKS`
+  check the data as it is loaded and leave no DataLoader worker behind.
 """
 from typing import List, Optional
 
@@ -19,14 +21,15 @@ from mmengine.logging import print_log
 
 from .checkpoint_io import find_resumable_checkpoint
 from .data_checks import check_annotation_files
+from .data_hooks import DATA_HOOKS
 
 TRAINING_HOOKS = ('RandomStateHook', 'FiniteLossHook')
 
 
-def add_training_hooks(cfg: Config) -> None:
+def add_training_hooks(cfg: Config, names=TRAINING_HOOKS) -> None:
     hooks = list(cfg.get('custom_hooks') or [])
     present = {h.get('type') for h in hooks if isinstance(h, dict)}
-    for name in TRAINING_HOOKS:
+    for name in names:
         if name not in present:
             hooks.append(ConfigDict(type=name))
     cfg.custom_hooks = hooks
@@ -69,6 +72,7 @@ class _Log:
 def prepare_training(cfg: Config) -> Optional[str]:
     """All pre-flight steps of a training run (see the module doc)."""
     add_training_hooks(cfg)
+    add_training_hooks(cfg, DATA_HOOKS)  # data checks, no workers left
     loaders: List[str] = ['train_dataloader']
     if cfg.get('val_cfg') is not None:
         loaders.append('val_dataloader')
@@ -79,4 +83,5 @@ def prepare_training(cfg: Config) -> Optional[str]:
 def prepare_testing(cfg: Config, checkpoint: str) -> None:
     from fcvit_mm.utils.checkpoint import safe_load
     safe_load(checkpoint)
+    add_training_hooks(cfg, DATA_HOOKS)  # data checks, no workers left
     check_annotation_files(cfg, ['test_dataloader'])
