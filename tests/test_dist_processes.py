@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers import free_port
+from helpers import free_port, generated_shapes
 
 pytestmark = pytest.mark.skipif(
     torch.cuda.is_available() or not sys.platform.startswith('linux'),
@@ -47,11 +47,11 @@ class RankOneMisbehaves(Hook):
 
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
-    root = str(tmp_path_factory.mktemp('dist_coco'))
-    make_shapes_dataset(root, fmt='coco', num_train=16, num_val=2,
-                        img_size=160, seed=2)
-    return root
+    # 160 x 160: the masks of the samples a worker has queued outgrow a
+    # pipe's buffer, so an orphaned worker cannot flush its queue and stays
+    # (as seen before the fix)
+    return generated_shapes(tmp_path_factory, 'dist_coco', 'coco',
+                            num_train=16, num_val=2, img_size=160, seed=2)
 
 
 @pytest.fixture(scope='module')
@@ -190,3 +190,62 @@ def test_stalled_rank_ends_within_config_timeout(coco, hooks_dir, tmp_path):
         'env_cfg.dist_cfg.timeout=10 s; stopped answering: rank 1' in out, \
         out[-4000:]
     assert took < 150, took
+
+
+WORKER_SCRIPT = '''
+import os, signal, sys
+import numpy as np
+import torch
+if sys.argv[1] == 'hook':
+    from fcvit_mm.engine.workers import DataLoaderWorkersHook
+    DataLoaderWorkersHook()  # built with the runner, before any loader
+
+
+class Big(torch.utils.data.Dataset):
+    def __len__(self):
+        return 100
+
+    def __getitem__(self, i):  # 1 MB, pickled into the worker's pipe
+        return np.zeros(1 << 20, np.uint8)
+
+
+loader = torch.utils.data.DataLoader(Big(), batch_size=None, num_workers=1,
+                                     collate_fn=lambda x: x)
+it = iter(loader)
+next(it)
+if sys.argv[2] == 'shutdown':
+    from fcvit_mm.engine.workers import shutdown_dataloader_workers
+    assert shutdown_dataloader_workers() == 1
+print(it._workers[0].pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('mode', [('none', 'kill'), ('hook', 'kill'),
+                                  ('none', 'shutdown')])
+def test_dataloader_worker_outliving_its_process(tmp_path, mode):
+    """Without a remedy, the worker of a killed process stays (it cannot
+    flush its queue); with DataLoaderWorkersHook built, or after
+    shutdown_dataloader_workers, it is gone."""
+    script = tmp_path / 'loader.py'
+    script.write_text(WORKER_SCRIPT)
+    out = tmp_path / 'out.txt'
+    with open(out, 'w') as f:  # not a pipe: the worker would hold it open
+        code = subprocess.call([sys.executable, str(script), *mode],
+                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                               stdout=f, timeout=120)
+    assert code == -signal.SIGKILL
+    worker = int(out.read_text().split()[-1])
+    time.sleep(7)  # past the worker's 5 s check on its parent
+    stays = alive(worker)
+    if stays:
+        os.kill(worker, signal.SIGKILL)
+    assert stays == (mode == ('none', 'kill'))

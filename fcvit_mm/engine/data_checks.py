@@ -186,7 +186,7 @@ def _describe(skipped: Dict[str, List], classes_key: str) -> str:
         ids = skipped.get(reason)
         if ids:
             text = text.format(classes_key=classes_key)
-            parts.append(f'{len(ids)} with {text} (e.g. id {ids[0]})')
+            parts.append(f'{len(ids)} with {text}, e.g. id {ids[0]}')
     return '; '.join(parts)
 
 
@@ -208,8 +208,8 @@ def check_coco_content(content: dict, name: str, classes: Sequence[str],
     if skipped.get('malformed'):
         ids = skipped['malformed']
         raise DatasetError(
-            f'annotation file {name}: {len(ids)} annotations have no valid '
-            f'"bbox" [x, y, w, h] or "area" (e.g. id {ids[0]})')
+            f'annotation file {name}: {len(ids)} annotation(s) without a '
+            f'valid "bbox" [x, y, w, h] or "area", e.g. id {ids[0]}')
     total = usable + sum(len(v) for v in skipped.values())
     if training and usable == 0:
         why = _describe(skipped, classes_key) or 'the file has none'

@@ -111,9 +111,10 @@ def _file_problem(results: dict) -> Optional[str]:
 class NamingPipeline:
     """A dataset pipeline whose failures name the sample's files.
 
-    An empty or missing image / label map is a :class:`DatasetError` naming
-    it; any other error that does not already name one of the sample's
-    files gets a note naming them (the error itself is kept).
+    An error that names the sample's file is left as it is; otherwise an
+    empty or missing image / label map is a :class:`DatasetError` naming
+    it, and any other error gets a note naming the sample's files (the
+    error itself is kept).
     """
 
     def __init__(self, pipeline, loader: str):
@@ -126,16 +127,17 @@ class NamingPipeline:
         except DatasetError:
             raise
         except Exception as e:
+            files = {k: results[k] for k in FILE_KEYS
+                     if isinstance(results, dict) and results.get(k)}
+            if any(str(path) in str(e) for path in files.values()):
+                raise  # it names the file already
             problem = _file_problem(results)
             if problem is not None:
                 raise DatasetError(f'cannot load a sample of {self.loader}: '
                                    f'{problem}') from e
-            files = [f'{k}={results[k]!r}' for k in FILE_KEYS
-                     if isinstance(results, dict) and results.get(k)]
-            if files and not any(str(results[k]) in str(e) for k in FILE_KEYS
-                                 if results.get(k)):
-                e.add_note(f'while loading {", ".join(files)} '
-                           f'({self.loader})')
+            if files:
+                e.add_note(f'while loading {self.loader} sample ' + ', '.join(
+                    f'{k}={v!r}' for k, v in files.items()))
             raise
 
     def __getattr__(self, name):
