@@ -172,7 +172,7 @@ def test_skipped_annotations_warned_and_empty_image_named(coco, tmp_path):
     res = train_det(coco, str(tmp_path / 'w'))
     out = res.stdout
     assert res.returncode != 0, out[-3000:]
-    assert f'instances_train2017.json' in out and \
+    assert 'instances_train2017.json' in out and \
         f'the loader skips 3 of {len(anns)} annotations' in out, out[-3000:]
     assert '2 with a box of zero or negative size' in out
     assert "1 with a category_id not among the file's categories" in out

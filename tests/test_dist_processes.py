@@ -135,9 +135,9 @@ def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),
                PYTHON=sys.executable, PORT=str(free_port()), **{MARK: mark})
     os.makedirs(work_dir, exist_ok=True)
     cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'),
-           user_config(work_dir, max_iters, hooks), '2', '--work-dir', work_dir,
-           '--no-validate', '--cfg-options', *options(root),
-           *extra]
+           user_config(work_dir, max_iters, hooks), '2',
+           '--work-dir', work_dir, '--no-validate',
+           '--cfg-options', *options(root), *extra]
     start = time.time()
     # output to a file: a process left behind would hold a pipe open
     with open(osp.join(work_dir, 'output.txt'), 'w+') as out:
