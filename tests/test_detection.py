@@ -402,8 +402,8 @@ def test_maskrcnn_trains(maskrcnn_run):
     # no pretrained checkpoint in the config: a warning says so
     with open(maskrcnn_run['first_log']) as f:
         log = f.read()
-    assert re.search(r'WARNING - no pretrained checkpoint is set for '
-                     r'backbone \(FCViT\)', log)
+    assert re.search(r'WARNING - FCViT: init_cfg names no pretrained '
+                     r'checkpoint \(checkpoint=None\)', log)
 
 
 def test_maskrcnn_resume(maskrcnn_run):

@@ -124,6 +124,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
-    from fcvit_mm.engine import shutdown_distributed
-    shutdown_distributed(exit_process=True)
+    from fcvit_mm.engine import run_tool
+    run_tool(main)  # names a stalled rank; ends a distributed run cleanly

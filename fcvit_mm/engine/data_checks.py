@@ -1,16 +1,38 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """Checks that a config's data exists and parses before a run starts, so a
 mistyped path or a broken annotation file fails in seconds with the file's
-name, not minutes later deep inside a library."""
+name, not minutes later deep inside a library.
+
+COCO annotation files (datasets of mmdet's ``CocoDataset`` family) are also
+read the way the loader reads them: annotations it would drop without a
+word (boxes of zero or negative size or outside their image, unknown
+``category_id``, ...) are counted per file and reported as a warning, and a
+training file with nothing usable left is an error that says so. The file
+is parsed once, here; nothing else is read before the run.
+"""
 import json
+import logging
 import os.path as osp
-from typing import Iterator, List, Tuple
+from collections import defaultdict
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 
 from mmengine.config import Config
+from mmengine.logging import print_log
 
 
 class DatasetError(ValueError):
     """A dataset file that is missing or malformed."""
+
+
+#: why mmdet's CocoDataset drops an annotation (a box of zero size is
+#: counted as such, though mmdet finds first that it covers no pixel)
+SKIP_REASONS = {
+    'image': 'an image_id not among the images',
+    'size': 'a box of zero or negative size (w < 1, h < 1 or area <= 0)',
+    'outside': 'a box entirely outside its image',
+    'category': "a category_id not among the file's categories",
+    'class': 'a category not among the classes ({classes_key})',
+}
 
 
 def _datasets(dataset, where: str) -> Iterator[Tuple[dict, str]]:
@@ -26,8 +48,10 @@ def _datasets(dataset, where: str) -> Iterator[Tuple[dict, str]]:
         yield dataset, where
 
 
-def annotation_files(cfg: Config, loaders: List[str]) -> List[Tuple[str, str]]:
-    """(path, config key) of every annotation file the loaders name."""
+def annotation_files(cfg: Config,
+                     loaders: List[str]) -> List[Tuple[str, str, dict]]:
+    """(path, config key, dataset config) of every annotation file the
+    loaders name."""
     found = []
     for loader in loaders:
         loader_cfg = cfg.get(loader)
@@ -40,27 +64,181 @@ def annotation_files(cfg: Config, loaders: List[str]) -> List[Tuple[str, str]]:
                 continue
             root = ds.get('data_root') or ''
             path = ann if osp.isabs(ann) else osp.join(root, ann)
-            found.append((path, f'{where}.ann_file'))
+            found.append((path, f'{where}.ann_file', ds))
     return found
+
+
+def _read_json(path: str, key: str):
+    try:
+        with open(path, encoding='utf-8') as f:
+            content = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(f'annotation file {path!r} (set by {key}) is not '
+                           f'valid JSON: {e}') from None
+    if not isinstance(content, (dict, list)):
+        raise DatasetError(
+            f'annotation file {path!r} (set by {key}) holds a '
+            f'{type(content).__name__}, not a JSON object')
+    return content
 
 
 def check_annotation_files(cfg: Config, loaders: List[str]) -> None:
     """Raise :class:`DatasetError` naming the file if an annotation file of
-    these dataloaders is missing, or is a ``.json`` that does not parse."""
-    for path, key in annotation_files(cfg, loaders):
+    these dataloaders is missing, or is a ``.json`` that does not parse;
+    check COCO files as mmdet will read them (see the module doc)."""
+    for path, key, ds in annotation_files(cfg, loaders):
         if not osp.isfile(path):
             raise DatasetError(f'annotation file not found: {path!r} '
                                f'(set by {key})')
-        if path.endswith('.json'):
-            try:
-                with open(path, encoding='utf-8') as f:
-                    content = json.load(f)
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise DatasetError(
-                    f'annotation file {path!r} (set by {key}) is not valid '
-                    f'JSON: {e}') from None
-            if not isinstance(content, (dict, list)):
-                raise DatasetError(
-                    f'annotation file {path!r} (set by {key}) holds a '
-                    f'{type(content).__name__}, not a JSON object')
-            del content
+        if not path.endswith('.json'):
+            continue
+        content = _read_json(path, key)
+        coco = _coco_dataset(ds, cfg.get('default_scope'))
+        if coco is not None and isinstance(content, dict):
+            classes, classes_key = coco
+            training = key.startswith('train_dataloader') and \
+                not ds.get('test_mode', False)
+            check_coco_content(content, f'{path!r} ({key})', classes,
+                               classes_key, training, ds.get('filter_cfg'))
+        del content
+
+
+def _coco_dataset(ds: dict, scope: Optional[str]):
+    """``(classes, config key of the classes)`` if ``ds`` builds a dataset
+    of mmdet's CocoDataset family, else None."""
+    if scope != 'mmdet':
+        return None
+    try:
+        from mmdet.datasets import CocoDataset
+        from mmdet.registry import DATASETS
+        cls = ds.get('type')
+        cls = DATASETS.get(cls) if isinstance(cls, str) else cls
+    except ImportError:
+        return None
+    if not (isinstance(cls, type) and issubclass(cls, CocoDataset)):
+        return None
+    classes = (ds.get('metainfo') or {}).get('classes')
+    if classes:
+        return tuple(classes), 'metainfo.classes'
+    return tuple(cls.METAINFO['classes']), f'the classes of {cls.__name__}'
+
+
+def _skip_reason(ann: dict, images: dict, categories: dict,
+                 wanted: set) -> Optional[str]:
+    """Why mmdet 3's ``CocoDataset`` drops ``ann`` (``load_data_list`` and
+    ``parse_data_info``; a key of :data:`SKIP_REASONS`), None if it keeps
+    it, 'malformed' if it would fail on it."""
+    img = images.get(ann.get('image_id'))
+    if img is None:
+        return 'image'
+    bbox, area = ann.get('bbox'), ann.get('area')
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
+            isinstance(v, (int, float)) for v in bbox)) or \
+            not isinstance(area, (int, float)):
+        return 'malformed'
+    x1, y1, w, h = bbox
+    if area <= 0 or w < 1 or h < 1:
+        return 'size'
+    width, height = img.get('width', 0), img.get('height', 0)
+    inter_w = max(0, min(x1 + w, width) - max(x1, 0))
+    inter_h = max(0, min(y1 + h, height) - max(y1, 0))
+    if inter_w * inter_h == 0:
+        return 'outside'
+    if ann.get('category_id') not in categories:
+        return 'category'
+    if ann['category_id'] not in wanted:
+        return 'class'
+    return None
+
+
+def coco_skips(content: dict, classes: Sequence[str]
+               ) -> Tuple[Dict[str, List], int, Dict[str, set]]:
+    """What mmdet's ``CocoDataset`` makes of a COCO file's annotations.
+
+    Returns:
+        ``(skipped, usable, image_ids)``: the ids of the skipped annotations
+        by reason (:data:`SKIP_REASONS`, and 'malformed'), the number of
+        annotations kept, and the ids of all images ('all') and of those
+        with an annotation of one of the classes ('in_classes', what
+        ``filter_empty_gt`` keeps).
+    """
+    images = {img.get('id'): img for img in content.get('images') or []}
+    categories = {c.get('id'): c.get('name')
+                  for c in content.get('categories') or []}
+    wanted = {i for i, name in categories.items() if name in classes}
+    skipped, usable, in_classes = defaultdict(list), 0, set()
+    for ann in content.get('annotations') or []:
+        if not isinstance(ann, dict) or ann.get('ignore', False):
+            continue
+        if ann.get('category_id') in wanted:
+            in_classes.add(ann.get('image_id'))
+        reason = _skip_reason(ann, images, categories, wanted)
+        if reason is None:
+            usable += 1
+        else:
+            skipped[reason].append(ann.get('id'))
+    return skipped, usable, dict(all=set(images), in_classes=in_classes)
+
+
+def _describe(skipped: Dict[str, List], classes_key: str) -> str:
+    parts = []
+    for reason, text in SKIP_REASONS.items():
+        ids = skipped.get(reason)
+        if ids:
+            text = text.format(classes_key=classes_key)
+            parts.append(f'{len(ids)} with {text}, e.g. id {ids[0]}')
+    return '; '.join(parts)
+
+
+def check_coco_content(content: dict, name: str, classes: Sequence[str],
+                       classes_key: str, training: bool,
+                       filter_cfg: Optional[dict] = None) -> None:
+    """Warn about the annotations the loader will drop from this COCO file
+    and raise :class:`DatasetError` where the file cannot work: malformed
+    annotations, configured classes with no category in the file (the
+    labels would shift), or (training) nothing usable left."""
+    names = [c.get('name') for c in content.get('categories') or []]
+    missing = [c for c in classes if c not in names]
+    if missing:
+        raise DatasetError(
+            f'annotation file {name}: the classes {missing} ({classes_key}) '
+            f'have no category in the file (its categories: {names}); set '
+            f'metainfo.classes to classes the file has')
+    skipped, usable, image_ids = coco_skips(content, classes)
+    if skipped.get('malformed'):
+        ids = skipped['malformed']
+        raise DatasetError(
+            f'annotation file {name}: {len(ids)} annotation(s) without a '
+            f'valid "bbox" [x, y, w, h] or "area", e.g. id {ids[0]}')
+    total = usable + sum(len(v) for v in skipped.values())
+    if training and usable == 0:
+        why = _describe(skipped, classes_key) or 'the file has none'
+        raise DatasetError(
+            f'annotation file {name}: none of its {total} annotations is '
+            f'usable ({why}); nothing left to train on')
+    if skipped:
+        print_log(
+            f'annotation file {name}: the loader skips {total - usable} of '
+            f'{total} annotations: {_describe(skipped, classes_key)}',
+            logger='current', level=logging.WARNING)
+    if training:
+        _check_filter(content, name, image_ids, filter_cfg or {})
+
+
+def _check_filter(content: dict, name: str, image_ids: Dict[str, set],
+                  filter_cfg: dict) -> None:
+    """Raise if ``filter_cfg`` leaves no training image (mmdet's rule:
+    ``filter_empty_gt`` keeps images with an annotation of the classes,
+    ``min_size`` those whose shorter side is at least that)."""
+    kept = image_ids['in_classes'] if filter_cfg.get('filter_empty_gt') \
+        else image_ids['all']
+    min_size = filter_cfg.get('min_size', 0) or 0
+    sizes = {img.get('id'): min(img.get('width', 0), img.get('height', 0))
+             for img in content.get('images') or []}
+    left = [i for i in kept if sizes.get(i, 0) >= min_size]
+    if image_ids['all'] and not left:
+        raise DatasetError(
+            f'annotation file {name}: no image is left for training after '
+            f'filter_cfg={dict(filter_cfg)} ({len(image_ids["all"])} images, '
+            f'{len(kept)} with an annotation of the classes, none of those '
+            f'at least min_size={min_size} pixels on its shorter side)')

@@ -1,12 +1,17 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """What ``tools/train.py`` and ``tools/test.py`` share: loading a config,
 telling which library it belongs to, and CPU-only distributed start-up."""
+import logging
 import os
-from typing import Optional
+from typing import List, Optional, Tuple
 
 import torch
 import torch.distributed as torch_dist
 from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+from .dist_errors import note_timeout
+from .workers import shutdown_dataloader_workers
 
 #: default_scope -> the library whose tools the config follows
 TASK_LIBRARIES = {
@@ -16,13 +21,59 @@ TASK_LIBRARIES = {
 }
 
 
+#: top-level keys read by the tools or the runner beyond ``Runner``'s
+#: arguments
+TOOL_KEYS = ('runner_type', 'model_wrapper_cfg', 'find_unused_parameters',
+             'compile', 'strategy', 'custom_imports', 'tta_model',
+             'tta_pipeline')
+#: variables the libraries' configs define for their own use, which must
+#: not be taken for misspelt keys (``test_pipeline`` is close to
+#: ``tta_pipeline``)
+CONFIG_VARIABLES = ('train_pipeline', 'test_pipeline', 'val_pipeline',
+                    'dataset_type', 'data_root', 'backend_args', 'metainfo',
+                    'classes', 'img_scale', 'img_scales', 'crop_size',
+                    'norm_cfg', 'data_preprocessor', 'checkpoint',
+                    'checkpoint_file', 'pretrained')
+
+
+def known_config_keys() -> List[str]:
+    """The top-level config keys the runner and our tools act on."""
+    import inspect
+
+    from mmengine.runner import Runner
+    params = inspect.signature(Runner.__init__).parameters
+    return sorted({p for p in params if p != 'self'} | set(TOOL_KEYS))
+
+
+def misspelt_keys(cfg: Config) -> List[Tuple[str, str]]:
+    """``(key, closest known key)`` for each top-level key of ``cfg`` that
+    nothing reads but is close to a key that something does (e.g.
+    ``optim_wraper`` -> ``optim_wrapper``): a misspelt key is silently
+    ignored otherwise."""
+    import difflib
+    known = known_config_keys()
+    found = []
+    for key in cfg.keys():
+        if key in known or key in CONFIG_VARIABLES or key.startswith('_'):
+            continue
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.8)
+        if close:
+            found.append((key, close[0]))
+    return found
+
+
 def load_config(path: str, cfg_options: Optional[dict] = None) -> Config:
-    """``Config.fromfile`` with a clear error for a path that is not there."""
+    """``Config.fromfile`` with a clear error for a path that is not there,
+    and a warning for each top-level key that looks misspelt."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f'config file not found: {path!r}')
     cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
+    for key, close in misspelt_keys(cfg):
+        print_log(
+            f'config {path}: unknown top-level key {key!r} (ignored); did '
+            f'you mean {close!r}?', logger='current', level=logging.WARNING)
     return cfg
 
 
@@ -48,6 +99,8 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     Returns:
         bool: whether the CPU path was taken.
     """
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+    note_timeout(timeout)  # for the message if a rank stops answering
     if launcher == 'none' or torch.cuda.is_available():
         return False
     if launcher not in ('pytorch', 'slurm'):
@@ -59,7 +112,6 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
         os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
         os.environ.setdefault('MASTER_PORT', '29500')
     if not torch_dist.is_initialized():
-        timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
         kwargs = {}
         if timeout is not None:
             import datetime
@@ -89,7 +141,9 @@ def shutdown_distributed(exit_process: bool = False) -> bool:
     exception", exit -6) after a run that had finished. The tools call this
     once the runner is done, with ``exit_process=True``: after the group is
     gone, logs and standard streams are flushed and the process ends with
-    status 0 without the interpreter's teardown.
+    status 0 without the interpreter's teardown. The DataLoader workers,
+    which that teardown would have stopped, are shut down first (they would
+    stay behind otherwise, see :mod:`fcvit_mm.engine.workers`).
 
     Returns:
         bool: whether there was a process group to destroy (only returns
@@ -97,6 +151,7 @@ def shutdown_distributed(exit_process: bool = False) -> bool:
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return False
+    shutdown_dataloader_workers()
     torch_dist.barrier()
     torch_dist.destroy_process_group()
     if exit_process:

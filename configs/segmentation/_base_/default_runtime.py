@@ -13,9 +13,17 @@ randomness = dict(seed=None, deterministic=False, diff_rank_seed=True)
 # exact resume (random generators' states in every checkpoint), a stop at the
 # first non-finite loss naming its likely causes, and checkpoints that no
 # failed or killed save loses (atomic writes, old ones removed only after the
-# new one is in place, --resume past checkpoints that do not load). A config
-# that sets custom_hooks must list these two as well.
-custom_hooks = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
+# new one is in place, --resume past checkpoints that do not load). Also:
+# data checked against the model as it is loaded (num_classes, label values,
+# files named when they fail) and no DataLoader worker left behind
+# (fcvit_mm.engine.data_hooks, .workers). A config that sets custom_hooks
+# must list these too.
+custom_hooks = [
+    dict(type='RandomStateHook'),
+    dict(type='FiniteLossHook'),
+    dict(type='DataCheckHook'),
+    dict(type='DataLoaderWorkersHook'),
+]
 # (SafeCheckpointHook, the safe checkpoint saving, is named in the schedules:
 # mmseg keeps default_hooks there, and mmengine allows a key in only one of a
 # config's bases.)

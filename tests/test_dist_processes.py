@@ -1,0 +1,252 @@
+"""A distributed run leaves no process behind (issue 16, item 4):
+``tools/dist_train.sh`` with two CPU ranks (gloo) and DataLoader workers,
+counting the run's processes once the script has returned, after a run
+that ends mid-epoch, after a rank is killed, and after a rank stalls
+(SIGSTOP), which must end the job within ``env_cfg.dist_cfg.timeout``."""
+import os
+import os.path as osp
+import signal
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import torch
+
+from conftest import ROOT
+from helpers import free_port, generated_shapes
+
+pytestmark = pytest.mark.skipif(
+    torch.cuda.is_available() or not sys.platform.startswith('linux'),
+    reason='the gloo CPU path runs only without a GPU; /proc is Linux')
+
+CONFIG = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
+CLASSES = ('circle', 'square', 'triangle')
+MARK = 'FCVIT_MM_TEST_RUN'
+
+RANK_HOOKS = '''
+import os, signal
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+@HOOKS.register_module()
+class RankOneMisbehaves(Hook):
+    """Rank 1 is killed (SIGKILL) or stops (SIGSTOP) after an iteration."""
+
+    def __init__(self, at, sig):
+        self.at, self.sig = at, sig
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None,
+                         outputs=None):
+        if runner.rank == 1 and runner.iter + 1 == self.at:
+            os.kill(os.getpid(), getattr(signal, self.sig))
+'''
+
+
+@pytest.fixture(scope='module')
+def coco(tmp_path_factory):
+    # 160 x 160: the masks of the samples a worker has queued outgrow a
+    # pipe's buffer, so an orphaned worker cannot flush its queue and stays
+    # (as seen before the fix)
+    return generated_shapes(tmp_path_factory, 'dist_coco', 'coco',
+                            num_train=16, num_val=2, img_size=160, seed=2)
+
+
+@pytest.fixture(scope='module')
+def hooks_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp('dist_hooks')
+    (d / 'rank_hooks.py').write_text(RANK_HOOKS)
+    return str(d)
+
+
+def options(root):
+    """Mask R-CNN, FCViT-tiny, iteration-based, one DataLoader worker per
+    rank with persistent workers (the configs' default)."""
+    loader = 'train_dataloader'
+    return [
+        'model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]',
+        'model.roi_head.bbox_head.num_classes=3',
+        'model.roi_head.mask_head.num_classes=3',
+        'model.train_cfg.rpn_proposal.max_per_img=100',
+        'model.train_cfg.rcnn.sampler.num=32',
+        # slim heads (64 channels), as in the demo config
+        'model.neck.out_channels=64', 'model.rpn_head.in_channels=64',
+        'model.rpn_head.feat_channels=64',
+        'model.roi_head.bbox_roi_extractor.out_channels=64',
+        'model.roi_head.bbox_head.in_channels=64',
+        'model.roi_head.bbox_head.fc_out_channels=128',
+        'model.roi_head.mask_roi_extractor.out_channels=64',
+        'model.roi_head.mask_head.in_channels=64',
+        'model.roi_head.mask_head.conv_out_channels=64',
+        'model.roi_head.mask_head.num_convs=1',
+        f'{loader}.dataset.data_root={root}',
+        f'{loader}.dataset.ann_file=annotations/instances_train2017.json',
+        f'{loader}.dataset.data_prefix.img=train2017/',
+        f'{loader}.dataset.metainfo.classes=({",".join(CLASSES)})',
+        f'{loader}.dataset.pipeline.2.scale=(160,160)',
+        f'{loader}.batch_size=1', f'{loader}.num_workers=1',
+        f'{loader}.persistent_workers=True',
+        'param_scheduler=[]', 'default_hooks.checkpoint.interval=1000',
+        'default_hooks.logger.interval=1', 'randomness.seed=0',
+    ]
+
+
+def user_config(folder, max_iters, hooks):
+    path = osp.join(folder, 'user_cfg.py')
+    with open(path, 'w') as f:
+        f.write(f'_base_ = [{CONFIG!r}]\n'
+                f"custom_imports = dict(imports=['fcvit_mm', 'rank_hooks'],"
+                f' allow_failed_imports=False)\n'
+                f'custom_hooks = {list(hooks)!r}\n'
+                f"train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',"
+                f' max_iters={max_iters})\n')
+    return path
+
+
+def run_processes(mark):
+    """(pid, command line) of the live processes carrying ``mark``."""
+    found = []
+    for pid in os.listdir('/proc'):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f'/proc/{pid}/environ', 'rb') as f:
+                env = f.read()
+            with open(f'/proc/{pid}/stat') as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+            with open(f'/proc/{pid}/cmdline', 'rb') as f:
+                cmd = f.read().replace(b'\0', b' ').decode()[:200]
+        except OSError:
+            continue
+        if f'{MARK}={mark}'.encode() in env and state != 'Z':
+            found.append((int(pid), cmd))
+    return found
+
+
+def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),
+               timeout=400):
+    """Run dist_train.sh; return (exit code, output, seconds, processes
+    left)."""
+    mark = uuid.uuid4().hex
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
+               PYTHON=sys.executable, PORT=str(free_port()), **{MARK: mark})
+    os.makedirs(work_dir, exist_ok=True)
+    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'),
+           user_config(work_dir, max_iters, hooks), '2',
+           '--work-dir', work_dir, '--no-validate',
+           '--cfg-options', *options(root), *extra]
+    start = time.time()
+    # output to a file: a process left behind would hold a pipe open
+    with open(osp.join(work_dir, 'output.txt'), 'w+') as out:
+        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out,
+                               stderr=subprocess.STDOUT, timeout=timeout)
+        took = time.time() - start
+        out.seek(0)
+        output = out.read()
+    left = run_processes(mark)
+    for _ in range(10):  # a killed process may take a moment to go
+        if not left:
+            break
+        time.sleep(0.5)
+        left = run_processes(mark)
+    for pid, _ in left:  # do not leave them to the next test
+        os.kill(pid, signal.SIGKILL)
+    return code, output, took, left
+
+
+def test_finished_run_mid_epoch_leaves_no_process(coco, hooks_dir, tmp_path):
+    """Before: each rank's DataLoader worker stayed, orphaned, for minutes
+    (about 600 MB each here)."""
+    code, out, _, left = dist_train(coco, hooks_dir, str(tmp_path / 'w'), 3)
+    assert code == 0, out[-4000:]
+    assert 'Epoch(train) [1][3/8]' in out  # ended mid-epoch
+    assert left == [], left
+
+
+def test_killed_rank_leaves_no_process(coco, hooks_dir, tmp_path):
+    hook = dict(type='RankOneMisbehaves', at=2, sig='SIGKILL')
+    code, out, _, left = dist_train(coco, hooks_dir, str(tmp_path / 'w'), 6,
+                                    [hook])
+    assert code != 0, out[-4000:]
+    assert 'Signal 9 (SIGKILL) received' in out
+    assert left == [], left
+
+
+def test_stalled_rank_ends_within_config_timeout(coco, hooks_dir, tmp_path):
+    """Rank 1 stops (SIGSTOP) after iteration 2: with
+    env_cfg.dist_cfg.timeout=20 the job ends, naming the rank that stopped
+    answering, long before torch's default 30 minutes (torchrun adds its
+    30 s grace before it SIGKILLs the stopped rank). 20 s, not less: the
+    timeout covers every collective, start-up included, on busy cores."""
+    hook = dict(type='RankOneMisbehaves', at=2, sig='SIGSTOP')
+    code, out, took, left = dist_train(
+        coco, hooks_dir, str(tmp_path / 'w'), 6, [hook],
+        ['env_cfg.dist_cfg.timeout=20'])
+    assert code != 0, out[-4000:]
+    assert left == [], left
+    assert 'rank 0: a collective got no answer within ' \
+        'env_cfg.dist_cfg.timeout=20 s; stopped answering: rank 1' in out, \
+        out[-4000:]
+    assert took < 180, took
+
+
+WORKER_SCRIPT = '''
+import os, signal, sys
+import numpy as np
+import torch
+if sys.argv[1] == 'hook':
+    from fcvit_mm.engine.workers import DataLoaderWorkersHook
+    DataLoaderWorkersHook()  # built with the runner, before any loader
+
+
+class Big(torch.utils.data.Dataset):
+    def __len__(self):
+        return 100
+
+    def __getitem__(self, i):  # 1 MB, pickled into the worker's pipe
+        return np.zeros(1 << 20, np.uint8)
+
+
+loader = torch.utils.data.DataLoader(Big(), batch_size=None, num_workers=1,
+                                     collate_fn=lambda x: x)
+it = iter(loader)
+next(it)
+if sys.argv[2] == 'shutdown':
+    from fcvit_mm.engine.workers import shutdown_dataloader_workers
+    assert shutdown_dataloader_workers() == 1
+print(it._workers[0].pid, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+'''
+
+
+def alive(pid):
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize('mode', [('none', 'kill'), ('hook', 'kill'),
+                                  ('none', 'shutdown')])
+def test_dataloader_worker_outliving_its_process(tmp_path, mode):
+    """Without a remedy, the worker of a killed process stays (it cannot
+    flush its queue); with DataLoaderWorkersHook built, or after
+    shutdown_dataloader_workers, it is gone."""
+    script = tmp_path / 'loader.py'
+    script.write_text(WORKER_SCRIPT)
+    out = tmp_path / 'out.txt'
+    with open(out, 'w') as f:  # not a pipe: the worker would hold it open
+        code = subprocess.call([sys.executable, str(script), *mode],
+                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
+                               stdout=f, timeout=120)
+    assert code == -signal.SIGKILL
+    worker = int(out.read_text().split()[-1])
+    time.sleep(7)  # past the worker's 5 s check on its parent
+    stays = alive(worker)
+    if stays:
+        os.kill(worker, signal.SIGKILL)
+    assert stays == (mode == ('none', 'kill'))
