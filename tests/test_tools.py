@@ -253,8 +253,11 @@ def test_slurm_commands(tmp_path, script, args, tail):
     fake_program(bindir, 'srun')
     argv = run_script(script, args, dict(
         PATH=f'{bindir}:{os.environ["PATH"]}', GPUS='16', GPUS_PER_NODE='8',
-        PYTHON='py'))
+        PYTHON='py', SRUN_ARGS='--mem=8G  --time=1:00:00'))
     assert argv[:2] == ['-p', 'part']
+    # SRUN_ARGS: split into separate srun options, before the program
+    assert argv.index('--mem=8G') + 1 == argv.index('--time=1:00:00') \
+        < argv.index('py')
     assert '--job-name=job' in argv and '--ntasks=16' in argv
     assert '--gres=gpu:8' in argv and '--ntasks-per-node=8' in argv
     i = argv.index('py')
