@@ -3,11 +3,7 @@
 #   [GPUS=8] [GPUS_PER_NODE=8] [CPUS_PER_TASK=5] [SRUN_ARGS="..."] \
 #   slurm_run.sh PARTITION JOB_NAME TOOL.py [tool args]
 # SRUN_ARGS is split on white space into extra srun options.
-set -euo pipefail
-if [ $# -lt 3 ]; then
-    echo "usage: $0 PARTITION JOB_NAME TOOL.py [tool args]" >&2
-    exit 2
-fi
+set -euo pipefail  # called by the dist_*/slurm_* wrappers, which check usage
 PARTITION=$1
 JOB_NAME=$2
 TOOL=$3
