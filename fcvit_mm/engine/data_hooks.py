@@ -43,7 +43,8 @@ def built_dataloaders(runner) -> Iterator[Tuple[str, object]]:
             yield key, loop.dataloader
 
 
-def _unwrap(model):
+def unwrap_model(model):
+    """The model inside DDP / test-time-augmentation wrappers."""
     while hasattr(model, 'module'):  # DDP, test-time augmentation
         model = model.module
     return model
@@ -63,7 +64,7 @@ def _chain(dataset) -> Iterator[object]:
 def class_heads(model) -> Iterator[Tuple[str, int]]:
     """(config key, num_classes) of the model's classification heads (the
     RPN, which has one class by design, is not one)."""
-    for name, module in _unwrap(model).named_modules():
+    for name, module in unwrap_model(model).named_modules():
         last = name.rstrip('.0123456789').split('.')[-1]
         num = getattr(module, 'num_classes', None)
         if last.endswith('head') and last != 'rpn_head' and \
@@ -182,7 +183,7 @@ class DataCheckHook(Hook):
         for loader, dataloader in built_dataloaders(runner):
             check_num_classes(runner.model, dataloader.dataset, loader)
             name_failed_files(dataloader.dataset, loader)
-        head = getattr(_unwrap(runner.model), 'decode_head', None)
+        head = getattr(unwrap_model(runner.model), 'decode_head', None)
         if isinstance(getattr(head, 'num_classes', None), int):
             self._seg = (head.num_classes, getattr(head, 'ignore_index', 255))
 

@@ -28,12 +28,12 @@ import numpy as np
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook, Hook
-from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
 from fcvit_mm.utils.checkpoint import (ATOMIC_BACKEND, check_resumable,
                                        find_resumable_checkpoint,
                                        remove_temporary_files)
+from .data_hooks import unwrap_model
 
 
 @HOOKS.register_module()
@@ -150,8 +150,7 @@ class FiniteLossHook(Hook):
 
 
 def _model(runner):
-    return runner.model.module if is_model_wrapper(runner.model) \
-        else runner.model
+    return unwrap_model(runner.model)
 
 
 def likely_causes(runner) -> list:
