@@ -1,29 +1,31 @@
 """fcvit_mm: FCViT as a first-class backbone of the OpenMMLab 2.x stack.
 
 Importing the package (every config of this project does, through
-``custom_imports``):
+``custom_imports``) registers, and changes nothing else:
 
-* registers the ``FCViT`` backbone in mmengine's root ``MODELS`` registry, so
-  ``type='FCViT'`` builds from mmdet, mmseg and mmpretrain configs alike,
-  the ``RandomStateHook`` / ``FiniteLossHook`` / ``SafeCheckpointHook`` hooks
-  in the root ``HOOKS`` (the configs' runtime names them), and the
-  ``'atomic_local'`` file backend under its own name (mmengine's ``'local'``
-  backend stays as it is);
-* adds the plain data types that mmengine writes into checkpoints to torch's
-  weights-only allowlist (no checkpoint can run code);
-* registers the classification configs with mmpretrain's ModelHub, at once
-  if mmpretrain is imported, else when it is
-  (``fcvit_mm.utils.model_index.register_model_index()`` does it
-  explicitly).
+* the ``FCViT`` backbone in mmengine's root ``MODELS`` registry, so
+  ``type='FCViT'`` builds from mmdet, mmseg and mmpretrain configs alike;
+* the run's hooks in the root ``HOOKS`` registry and the ``'atomic_local'``
+  file backend under its own name (:mod:`fcvit_mm.engine`);
+* the plain data types that mmengine writes into checkpoints in torch's
+  weights-only allowlist (no checkpoint can run code), how mmengine's
+  ``HistoryBuffer`` pickles as plain data, and the ``fcvit-safe://``
+  checkpoint scheme (mmengine loads a path through the safe loader);
+* the classification model index with mmpretrain's ModelHub, at once if
+  mmpretrain is imported, else right after it is.
+
+The last two go beyond registries; :mod:`fcvit_mm.internals` says why,
+together with every private name of another library that fcvit_mm uses.
 """
-from .utils.checkpoint import register_safe_globals
+from .internals import register_history_buffer_pickling
+from .models import FCViT
+from .models.checkpoint import register_safe_globals, register_safe_scheme
+from . import engine  # noqa: F401,E402  (registers the hooks)
+from .utils.model_index import register_model_index_on_import
 
 register_safe_globals()
-
-from .engine import hooks  # noqa: F401,E402  (registers the hooks)
-from .models import FCViT  # noqa: E402
-
-from .utils.model_index import register_model_index_on_import  # noqa
+register_safe_scheme()
+register_history_buffer_pickling()
 register_model_index_on_import()
 
 __version__ = '0.1.0'

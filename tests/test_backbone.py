@@ -96,7 +96,8 @@ def test_golden_detects_biased_std(golden, tmp_path, monkeypatch):
     with torch.no_grad():
         outs = model(golden['input'])
     err = max((o - r).abs().max().item()
-              for o, r in zip(outs, golden['dense']['eval_output']))
+              for o, r in zip(outs, golden['dense']['eval_output'],
+                              strict=True))
     assert err > 1e-5
 
 
@@ -138,6 +139,7 @@ def test_output_shapes_odd_sizes(size):
     with torch.no_grad():
         outs = model(torch.randn(1, 3, H, W))
     h, w = (H + 6 - 7) // 4 + 1, (W + 6 - 7) // 4 + 1
+    assert len(outs) == 4  # the default out_indices: every stage
     for i, out in enumerate(outs):
         assert out.shape == (1, model.embed_dims[i], h, w)
         h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
@@ -244,7 +246,8 @@ def test_with_cp_same_outputs_and_gradients():
             m.with_cp = True
     x = torch.randn(2, 3, 64, 96)
     outs = [ref(x), cpm(x)]
-    for o1, o2 in zip(*outs):
+    assert len(outs[0]) == 4
+    for o1, o2 in zip(*outs, strict=True):
         torch.testing.assert_close(o1, o2)
     sum(o.square().sum() for o in outs[0]).backward()
     sum(o.square().sum() for o in outs[1]).backward()

@@ -18,7 +18,7 @@ import fcvit_mm  # noqa: F401
 from conftest import ROOT
 from fcvit_mm.engine.data_checks import (DatasetError, check_coco_content,
                                          coco_skips)
-from fcvit_mm.engine.launch import misspelt_keys
+from fcvit_mm.engine.preflight import misspelt_keys
 from helpers import generated_shapes
 
 TOOLS = osp.join(ROOT, 'tools')
@@ -99,8 +99,9 @@ def edit_json(path, edit):
 
 
 def test_coco_skip_reasons_follow_mmdet():
-    """Each reason mmdet's CocoDataset has to drop an annotation is
-    recognised, and mmdet keeps exactly the annotations counted usable."""
+    """The annotations counted usable are those mmdet's CocoDataset keeps
+    (a one-pixel-wide box is kept), and each one it drops is described by
+    its reason."""
     content = dict(
         images=[dict(id=1, width=50, height=40, file_name='a.jpg')],
         categories=[dict(id=1, name='circle'), dict(id=2, name='square'),
@@ -122,11 +123,16 @@ def test_coco_skip_reasons_follow_mmdet():
                  area=81),
             dict(id=17, image_id=1, category_id=2, bbox=[2, 2, 5, 5],
                  area=25, iscrowd=1),
+            # one pixel wide: mmdet keeps it; half a pixel: it drops it
+            dict(id=18, image_id=1, category_id=1, bbox=[20, 20, 1, 9],
+                 area=9),
+            dict(id=19, image_id=1, category_id=1, bbox=[20, 20, 0.5, 9],
+                 area=4.5),
         ])
     skipped, usable, images = coco_skips(content, ('circle', 'square'))
-    assert dict(skipped) == {'size': [11, 12], 'category': [13],
+    assert dict(skipped) == {'size': [11, 12, 19], 'category': [13],
                              'class': [14], 'image': [15], 'outside': [16]}
-    assert usable == 2 and images['in_classes'] == {1, 5}
+    assert usable == 3 and images['in_classes'] == {1, 5}
 
     from mmdet.datasets import CocoDataset
     from mmengine.fileio import dump

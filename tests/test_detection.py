@@ -140,7 +140,7 @@ def scalars(work_dir):
 
 
 def state_dict(path):
-    from fcvit_mm.utils.checkpoint import safe_load
+    from fcvit_mm.models.checkpoint import safe_load
     return safe_load(path)['state_dict']
 
 
@@ -159,7 +159,7 @@ def run(cmd, timeout=600, env=None):
 
 def reference_layout(sd):
     """Rename an FCViT state dict of this project to the reference's keys
-    (the inverse of fcvit_mm.utils.checkpoint.convert_reference_state_dict)."""
+    (the inverse of fcvit_mm.models.checkpoint.convert_reference_state_dict)."""
     out = {}
     for k, v in sd.items():
         m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.(.*)$', k)
@@ -220,7 +220,8 @@ def test_config_files_found():
 @pytest.mark.parametrize('path', ALL_CONFIGS,
                          ids=lambda p: osp.relpath(p, CFG_DIR))
 def test_every_config_names_fcvit_mm(path):
-    """Each file imports fcvit_mm, so mmdet's own tools can use it."""
+    """Each config imports fcvit_mm (its own or a base's
+    ``custom_imports``), so mmdet's own tools can use it."""
     cfg = load_cfg(path)
     with open(path) as f:
         text = f.read()
@@ -230,7 +231,6 @@ def test_every_config_names_fcvit_mm(path):
         # bases of one config, so only the model piece names it
         assert 'FCViT' not in text
         return
-    assert "custom_imports = dict(imports=['fcvit_mm']" in text
     assert cfg.custom_imports == dict(
         imports=['fcvit_mm'], allow_failed_imports=False)
 
@@ -261,6 +261,9 @@ def test_maskrcnn_recipe():
     assert cfg.model.type == 'MaskRCNN'
     assert cfg.model.neck.in_channels == [64, 128, 320, 512]
     assert cfg.model.backbone.out_indices == (0, 1, 2, 3)
+    # the recipe's backbone: no drop-path, the reference's layer scale
+    assert cfg.model.backbone.drop_path_rate == 0.
+    assert cfg.model.backbone.layer_scale_init_value == 1e-6
     assert cfg.train_cfg.max_epochs == 12
     opt = cfg.optim_wrapper.optimizer
     assert (opt.type, opt.lr, opt.weight_decay) == ('AdamW', 2e-4, 1e-4)
@@ -347,7 +350,7 @@ def test_pretrained_reference_checkpoint_loads_unconverted(tmp_path):
 
 def test_no_pretrained_trains_from_scratch_with_warning():
     """``pretrained = None`` (as shipped): the one rule for checkpoint=None
-    (fcvit_mm.utils.checkpoint.is_empty_pretrained) is a from-scratch
+    (fcvit_mm.models.checkpoint.is_empty_pretrained) is a from-scratch
     initialisation with a warning, whatever runs the config."""
     import logging
 

@@ -33,13 +33,13 @@ from helpers import (TrainRecorderHook, find_transform,  # noqa: E402
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 CONFIGS = {
     'fpn_fcvit_b12_ade20k.py': dict(arch='b12', head='FPNHead', iters=40000,
-                                    batch=4),
+                                    batch=4, drop_path=0.),
     'fpn_fcvit_b24_ade20k.py': dict(arch='b24', head='FPNHead', iters=40000,
-                                    batch=4),
+                                    batch=4, drop_path=0.),
     'upernet_fcvit_b12_ade20k.py': dict(arch='b12', head='UPerHead',
-                                        iters=160000, batch=2),
+                                        iters=160000, batch=2, drop_path=0.2),
     'upernet_fcvit_b24_ade20k.py': dict(arch='b24', head='UPerHead',
-                                        iters=160000, batch=2),
+                                        iters=160000, batch=2, drop_path=0.3),
 }
 # backbone-only parameter counts of the spec (four output norms)
 DENSE_BACKBONE_PARAMS = {'b12': 14189856, 'b24': 26448256}
@@ -179,13 +179,13 @@ def test_config_loads_and_builds(name):
     assert cfg.default_scope == 'mmseg'
     assert cfg.custom_imports == dict(imports=['fcvit_mm'],
                                       allow_failed_imports=False)
-    assert 'fcvit_mm' in open(osp.join(SEG_DIR, name)).read()
     # the pretrained checkpoint is one top-level setting that the backbone uses
     assert 'pretrained' in cfg
     assert cfg.model.backbone.init_cfg == dict(
         type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
     assert cfg.model.backbone.type == 'FCViT'
     assert cfg.model.backbone.arch == expect['arch']
+    assert cfg.model.backbone.drop_path_rate == expect['drop_path']
     assert cfg.model.decode_head.type == expect['head']
     assert cfg.model.decode_head.num_classes == 150
     # the reference's SyncBN in every head (reverted where it cannot work)
@@ -208,7 +208,13 @@ def test_config_loads_and_builds(name):
         assert cfg.optim_wrapper.optimizer.weight_decay == 1e-4
         assert poly[0].power == 0.9 and poly[0].eta_min == 0
         assert cfg.auto_scale_lr.base_batch_size == 32
-    else:
+    else:  # the standard UperNet 160k schedule (Swin's recipe)
+        opt = cfg.optim_wrapper.optimizer
+        assert (opt.lr, opt.betas, opt.weight_decay) == \
+            (6e-5, (0.9, 0.999), 0.01)
+        warmup = [s for s in cfg.param_scheduler if s.type == 'LinearLR']
+        assert len(warmup) == 1 and warmup[0].end == 1500
+        assert poly[0].power == 1.0 and poly[0].begin == 1500
         assert cfg.auto_scale_lr.base_batch_size == 16
         assert 'auxiliary_head' in cfg.model
 
@@ -240,7 +246,7 @@ def test_reference_checkpoint_unconverted_through_config(tmp_path, golden):
     model.eval()
     with torch.no_grad():
         outs = model.backbone(golden['input'])
-    for out, ref in zip(outs, golden['dense']['eval_output']):
+    for out, ref in zip(outs, golden['dense']['eval_output'], strict=True):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
@@ -422,7 +428,7 @@ def test_sync_bn_reverted_for_cpu_distributed(name, expect):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
 
-    from fcvit_mm.engine.sync_bn import revert_sync_bn_cfg
+    from fcvit_mm.engine.distributed import revert_sync_bn_cfg
     cfg = Config.fromfile(osp.join(SEG_DIR, name))
     cfg.sync_bn = 'torch'  # the runner's BN -> SyncBN conversion: dropped
     assert revert_sync_bn_cfg(cfg) == expect + 1

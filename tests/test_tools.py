@@ -124,16 +124,21 @@ def test_train_flags():
     assert cfg.train_dataloader.persistent_workers is False
 
 
-def test_cfg_options_parsed():
+def test_cfg_options_reach_the_config(tmp_path):
+    """``--cfg-options`` are merged into the loaded config (nested keys and
+    tuples), as the libraries' tools do."""
+    from fcvit_mm.engine import load_config
+    cfg_file = tmp_path / 'cfg.py'
+    cfg_file.write_text("model = dict(backbone=dict(arch='b12', depth=1))\n"
+                        "train_dataloader = dict(batch_size=2)\n")
     args = train_tool.parse_args([
-        'a.py', '--cfg-options', 'model.backbone.arch=tiny',
+        str(cfg_file), '--cfg-options', 'model.backbone.arch=tiny',
         'train_dataloader.batch_size=8', 'x.scale=(64,32)'
     ])
-    assert args.cfg_options == {
-        'model.backbone.arch': 'tiny',
-        'train_dataloader.batch_size': 8,
-        'x.scale': (64, 32)
-    }
+    cfg = load_config(args.config, args.cfg_options)
+    assert cfg.model.backbone == dict(arch='tiny', depth=1)
+    assert cfg.train_dataloader.batch_size == 8
+    assert cfg.x.scale == (64, 32)
 
 
 def test_show_dir_sets_visualization_hook():

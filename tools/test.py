@@ -76,6 +76,7 @@ def main(argv=None):
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
     from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
                                  load_config, prepare_testing, task_of)
+    from fcvit_mm.models.checkpoint import safe_url
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
@@ -90,7 +91,8 @@ def main(argv=None):
     elif cfg.get('work_dir') is None:
         cfg.work_dir = osp.join('./work_dirs',
                                 osp.splitext(osp.basename(args.config))[0])
-    cfg.load_from = args.checkpoint
+    # read once, by mmengine, through the safe loader (errors name the file)
+    cfg.load_from = safe_url(args.checkpoint)
     if args.show or args.show_dir:
         cfg = trigger_visualization_hook(cfg, args)
     if args.tta:
@@ -105,7 +107,7 @@ def main(argv=None):
         cfg.test_evaluator['keep_results'] = True
     init_cpu_distributed(cfg, args.launcher)
     fresh_visualizer_name(cfg)
-    prepare_testing(cfg, args.checkpoint)  # readable checkpoint and data
+    prepare_testing(cfg)  # annotation files
 
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)

@@ -109,8 +109,8 @@ def main(argv=None):
     cfg = merge_args(cfg, args)
     init_cpu_distributed(cfg, args.launcher)
     fresh_visualizer_name(cfg)
-    # annotation checks (exact resume, the NaN stop, safe saves and the
-    # --resume fallback come with the config's hooks, see default_runtime.py)
+    # annotation checks (the run's hooks come with the config, see
+    # configs/_base_/fcvit_runtime.py)
     prepare_training(cfg)
     if cfg.default_scope == 'mmdet':
         from mmdet.utils import setup_cache_size_limit_of_dynamo

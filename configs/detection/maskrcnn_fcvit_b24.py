@@ -2,21 +2,13 @@
 # Same recipe as maskrcnn_fcvit_b12.py. Reference COCO val2017: box AP 44.1,
 # mask AP 39.9.
 _base_ = './maskrcnn_fcvit_b12.py'
-custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
-# ImageNet-1K FCViT-B24 weights (path or URL). Take the reference's published
-# fcvit_b24 checkpoint: the .pth.tar of the ImageNet-1K download table of
-# the reference README (https://github.com/ma-xu/FCViT; this project does not
-# record the asset's file name). It works as downloaded, and so does the file
-# converted by tools/model_converters/fcvit_to_mm.py. None trains the backbone
-# from scratch (a warning is logged). With the file saved as
-# checkpoints/fcvit_b24.pth.tar:
-#   python tools/train.py configs/detection/maskrcnn_fcvit_b24.py \
-#       --cfg-options \
-#       model.backbone.init_cfg.checkpoint=checkpoints/fcvit_b24.pth.tar
+# ImageNet-1K FCViT-B24 weights, a path or URL (None: the backbone starts
+# from scratch, with a warning). Which file, and how: docs/detection.md,
+# "The pretrained backbone".
 pretrained = None
 
 model = dict(
     backbone=dict(
         arch='b24',
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)))
+        init_cfg=dict(checkpoint=pretrained)))

@@ -8,18 +8,10 @@ _base_ = [
     './_base_/schedules/upernet_adamw_160k.py',
     './_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
-# ImageNet-1K FCViT-B12 weights (path or URL). Take the reference's published
-# fcvit_b12 checkpoint: the .pth.tar of the ImageNet-1K download table of
-# the reference README (https://github.com/ma-xu/FCViT; this project does not
-# record the asset's file name). It works as downloaded, and so does the file
-# converted by tools/model_converters/fcvit_to_mm.py. None trains the backbone
-# from scratch (a warning is logged). With the file saved as
-# checkpoints/fcvit_b12.pth.tar:
-#   python tools/train.py configs/segmentation/upernet_fcvit_b12_ade20k.py \
-#       --cfg-options \
-#       model.backbone.init_cfg.checkpoint=checkpoints/fcvit_b12.pth.tar
+# ImageNet-1K FCViT-B12 weights, a path or URL (None: the backbone starts
+# from scratch, with a warning). Which file, and how: docs/segmentation.md,
+# "The pretrained backbone".
 pretrained = None
 
 crop_size = (512, 512)

@@ -1,11 +1,36 @@
-from .dist_errors import run_tool
-from .launch import (TASK_LIBRARIES, fresh_visualizer_name,
-                     init_cpu_distributed, load_config, shutdown_distributed,
-                     task_of)
-from .preflight import prepare_testing, prepare_training
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""The run layer: what keeps a training or test run honest, by concern.
+
+==================  =====================================================
+module              concern
+==================  =====================================================
+``checkpoints``     atomic saving (``SafeCheckpointHook``, the
+                    ``'atomic_local'`` file backend)
+``resume``          which checkpoint ``--resume`` continues from
+                    (``SafeResumeHook``)
+``determinism``     exact resume (``RandomStateHook``)
+``finite_loss``     a stop at the first non-finite loss (``FiniteLossHook``)
+``data_checks``     annotation files checked before the run
+``data_hooks``      data checked against the model as it loads
+                    (``DataCheckHook``)
+``workers``         no DataLoader worker left behind
+                    (``DataLoaderWorkersHook``)
+``distributed``     CPU start-up, SyncBN, a clean end, timeouts named
+``preflight``       what the tools do before building a runner
+==================  =====================================================
+
+Importing this package registers every hook above in mmengine's root
+``HOOKS`` registry (the imports below); ``configs/_base_/fcvit_runtime.py``
+puts them in every run.
+"""
+from . import checkpoints, determinism, finite_loss  # noqa: F401 (registers)
+from . import data_hooks, resume, workers  # noqa: F401 (registers)
+from .distributed import init_cpu_distributed, run_tool, shutdown_distributed
+from .preflight import (TASK_LIBRARIES, fresh_visualizer_name, load_config,
+                        prepare_testing, prepare_training, task_of)
 
 __all__ = [
-    'TASK_LIBRARIES', 'fresh_visualizer_name',
-    'init_cpu_distributed', 'load_config', 'prepare_testing',
-    'prepare_training', 'run_tool', 'shutdown_distributed', 'task_of'
+    'TASK_LIBRARIES', 'fresh_visualizer_name', 'init_cpu_distributed',
+    'load_config', 'prepare_testing', 'prepare_training', 'run_tool',
+    'shutdown_distributed', 'task_of'
 ]

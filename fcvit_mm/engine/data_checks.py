@@ -4,11 +4,13 @@ mistyped path or a broken annotation file fails in seconds with the file's
 name, not minutes later deep inside a library.
 
 COCO annotation files (datasets of mmdet's ``CocoDataset`` family) are also
-read the way the loader reads them: annotations it would drop without a
-word (boxes of zero or negative size or outside their image, unknown
-``category_id``, ...) are counted per file and reported as a warning, and a
-training file with nothing usable left is an error that says so. The file
-is parsed once, here; nothing else is read before the run.
+given to the dataset's own ``parse_data_info``: the annotations it drops
+without a word are counted per file and reported as a warning, with the
+likely reason of each (a box of zero or negative size or outside its image,
+an unknown ``category_id``, ...), and a training file with nothing usable
+left is an error that says so. Which annotations count as dropped is what
+mmdet decides, not a copy of its rules; the reasons only describe them. The
+file is parsed once, here; nothing else is read before the run.
 """
 import json
 import logging
@@ -24,14 +26,16 @@ class DatasetError(ValueError):
     """A dataset file that is missing or malformed."""
 
 
-#: why mmdet's CocoDataset drops an annotation (a box of zero size is
-#: counted as such, though mmdet finds first that it covers no pixel)
+#: why mmdet's CocoDataset drops an annotation, as the warning describes it
+#: (a box of zero size is described as such, though mmdet finds first that
+#: it covers no pixel)
 SKIP_REASONS = {
     'image': 'an image_id not among the images',
     'size': 'a box of zero or negative size (w < 1, h < 1 or area <= 0)',
     'outside': 'a box entirely outside its image',
     'category': "a category_id not among the file's categories",
     'class': 'a category not among the classes ({classes_key})',
+    'other': 'a reason of mmdet not described here',
 }
 
 
@@ -95,17 +99,18 @@ def check_annotation_files(cfg: Config, loaders: List[str]) -> None:
         content = _read_json(path, key)
         coco = _coco_dataset(ds, cfg.get('default_scope'))
         if coco is not None and isinstance(content, dict):
-            classes, classes_key = coco
+            dataset_type, classes, classes_key = coco
             training = key.startswith('train_dataloader') and \
                 not ds.get('test_mode', False)
             check_coco_content(content, f'{path!r} ({key})', classes,
-                               classes_key, training, ds.get('filter_cfg'))
+                               classes_key, training, ds.get('filter_cfg'),
+                               dataset_type)
         del content
 
 
 def _coco_dataset(ds: dict, scope: Optional[str]):
-    """``(classes, config key of the classes)`` if ``ds`` builds a dataset
-    of mmdet's CocoDataset family, else None."""
+    """``(dataset class, classes, config key of the classes)`` if ``ds``
+    builds a dataset of mmdet's CocoDataset family, else None."""
     if scope != 'mmdet':
         return None
     try:
@@ -119,64 +124,98 @@ def _coco_dataset(ds: dict, scope: Optional[str]):
         return None
     classes = (ds.get('metainfo') or {}).get('classes')
     if classes:
-        return tuple(classes), 'metainfo.classes'
-    return tuple(cls.METAINFO['classes']), f'the classes of {cls.__name__}'
+        return cls, tuple(classes), 'metainfo.classes'
+    return cls, tuple(cls.METAINFO['classes']), \
+        f'the classes of {cls.__name__}'
 
 
-def _skip_reason(ann: dict, images: dict, categories: dict,
-                 wanted: set) -> Optional[str]:
-    """Why mmdet 3's ``CocoDataset`` drops ``ann`` (``load_data_list`` and
-    ``parse_data_info``; a key of :data:`SKIP_REASONS`), None if it keeps
-    it, 'malformed' if it would fail on it."""
-    img = images.get(ann.get('image_id'))
-    if img is None:
-        return 'image'
+def _is_malformed(ann: dict) -> bool:
+    """Whether mmdet would fail on ``ann`` (no valid bbox or area)."""
     bbox, area = ann.get('bbox'), ann.get('area')
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
-            isinstance(v, (int, float)) for v in bbox)) or \
-            not isinstance(area, (int, float)):
-        return 'malformed'
-    x1, y1, w, h = bbox
-    if area <= 0 or w < 1 or h < 1:
+    return not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(
+        isinstance(v, (int, float)) for v in bbox)) or \
+        not isinstance(area, (int, float))
+
+
+def _likely_reason(ann: dict, img: dict, categories: dict,
+                   wanted: set) -> str:
+    """How the warning describes an annotation that mmdet dropped (a key
+    of :data:`SKIP_REASONS`)."""
+    x1, y1, w, h = ann['bbox']
+    if ann['area'] <= 0 or w < 1 or h < 1:
         return 'size'
     width, height = img.get('width', 0), img.get('height', 0)
-    inter_w = max(0, min(x1 + w, width) - max(x1, 0))
-    inter_h = max(0, min(y1 + h, height) - max(y1, 0))
-    if inter_w * inter_h == 0:
+    if min(x1 + w, width) <= max(x1, 0) or min(y1 + h, height) <= max(y1, 0):
         return 'outside'
     if ann.get('category_id') not in categories:
         return 'category'
     if ann['category_id'] not in wanted:
         return 'class'
-    return None
+    return 'other'
 
 
-def coco_skips(content: dict, classes: Sequence[str]
+def _parser(dataset_type, classes: Sequence[str], categories: dict):
+    """An unloaded dataset of ``dataset_type`` (mmdet's ``CocoDataset``
+    by default) whose ``parse_data_info`` keeps what the run will keep: the
+    category ids of ``classes``, as its ``load_data_list`` picks them."""
+    if dataset_type is None:
+        from mmdet.datasets import CocoDataset as dataset_type
+    parser = dataset_type(ann_file='', data_prefix=dict(img=''),
+                          metainfo=dict(classes=tuple(classes)),
+                          pipeline=[], lazy_init=True)
+    parser.cat_ids = [i for i, name in categories.items() if name in classes]
+    parser.cat2label = {c: n for n, c in enumerate(parser.cat_ids)}
+    return parser
+
+
+def coco_skips(content: dict, classes: Sequence[str], dataset_type=None
                ) -> Tuple[Dict[str, List], int, Dict[str, set]]:
-    """What mmdet's ``CocoDataset`` makes of a COCO file's annotations.
+    """What mmdet's ``CocoDataset`` (or ``dataset_type``, one of its
+    family) makes of a COCO file's annotations: each image's annotations
+    go through its ``parse_data_info``, and those it drops are counted
+    (one by one only in an image where it dropped some).
 
     Returns:
         ``(skipped, usable, image_ids)``: the ids of the skipped annotations
-        by reason (:data:`SKIP_REASONS`, and 'malformed'), the number of
-        annotations kept, and the ids of all images ('all') and of those
-        with an annotation of one of the classes ('in_classes', what
-        ``filter_empty_gt`` keeps).
+        by likely reason (:data:`SKIP_REASONS`, and 'malformed', which
+        mmdet would fail on), the number of annotations kept, and the ids
+        of all images ('all') and of those with an annotation of one of the
+        classes ('in_classes', what ``filter_empty_gt`` keeps).
     """
     images = {img.get('id'): img for img in content.get('images') or []}
     categories = {c.get('id'): c.get('name')
                   for c in content.get('categories') or []}
     wanted = {i for i, name in categories.items() if name in classes}
-    skipped, usable, in_classes = defaultdict(list), 0, set()
+    skipped, in_classes = defaultdict(list), set()
+    per_image = defaultdict(list)
     for ann in content.get('annotations') or []:
         if not isinstance(ann, dict) or ann.get('ignore', False):
             continue
         if ann.get('category_id') in wanted:
             in_classes.add(ann.get('image_id'))
-        reason = _skip_reason(ann, images, categories, wanted)
-        if reason is None:
-            usable += 1
+        if ann.get('image_id') not in images:  # mmdet never sees it
+            skipped['image'].append(ann.get('id'))
+        elif _is_malformed(ann):
+            skipped['malformed'].append(ann.get('id'))
         else:
-            skipped[reason].append(ann.get('id'))
+            per_image[ann['image_id']].append(ann)
+    parser, usable = _parser(dataset_type, classes, categories), 0
+
+    def kept(img, anns):
+        return len(parser.parse_data_info(dict(
+            raw_img_info=dict(img, img_id=img.get('id')),
+            raw_ann_info=anns))['instances'])
+
+    for image_id, anns in per_image.items():
+        img = images[image_id]
+        n = kept(img, anns)
+        usable += n
+        if n == len(anns):
+            continue
+        for ann in anns:
+            if not kept(img, [ann]):
+                skipped[_likely_reason(ann, img, categories,
+                                       wanted)].append(ann['id'])
     return skipped, usable, dict(all=set(images), in_classes=in_classes)
 
 
@@ -192,7 +231,8 @@ def _describe(skipped: Dict[str, List], classes_key: str) -> str:
 
 def check_coco_content(content: dict, name: str, classes: Sequence[str],
                        classes_key: str, training: bool,
-                       filter_cfg: Optional[dict] = None) -> None:
+                       filter_cfg: Optional[dict] = None,
+                       dataset_type=None) -> None:
     """Warn about the annotations the loader will drop from this COCO file
     and raise :class:`DatasetError` where the file cannot work: malformed
     annotations, configured classes with no category in the file (the
@@ -204,7 +244,7 @@ def check_coco_content(content: dict, name: str, classes: Sequence[str],
             f'annotation file {name}: the classes {missing} ({classes_key}) '
             f'have no category in the file (its categories: {names}); set '
             f'metainfo.classes to classes the file has')
-    skipped, usable, image_ids = coco_skips(content, classes)
+    skipped, usable, image_ids = coco_skips(content, classes, dataset_type)
     if skipped.get('malformed'):
         ids = skipped['malformed']
         raise DatasetError(

@@ -1,6 +1,6 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Data checks that hold whichever ``train.py`` / ``test.py`` runs a config
-(our tools add the hook; a config may declare it in ``custom_hooks``):
+"""Data checked against the model as it is loaded, whichever ``train.py`` /
+``test.py`` runs a config (the configs declare :class:`DataCheckHook`):
 
 * a head whose ``num_classes`` differs from the number of classes of the
   dataset it trains or is evaluated on is an error naming both, before the
@@ -27,10 +27,6 @@ from .data_checks import DatasetError
 LOOPS = (('train_dataloader', '_train_loop'), ('val_dataloader', '_val_loop'),
          ('test_dataloader', '_test_loop'))
 FILE_KEYS = ('img_path', 'seg_map_path')
-#: the hooks ``tools/train.py`` and ``tools/test.py`` add to every run
-#: (:class:`DataCheckHook`; ``DataLoaderWorkersHook`` of
-#: :mod:`fcvit_mm.engine.workers`)
-DATA_HOOKS = ('DataCheckHook', 'DataLoaderWorkersHook')
 
 
 def built_dataloaders(runner) -> Iterator[Tuple[str, object]]:

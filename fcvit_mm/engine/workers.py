@@ -23,6 +23,8 @@ import threading
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
+from fcvit_mm.internals import private
+
 PR_SET_PDEATHSIG = 1
 
 
@@ -33,10 +35,13 @@ def shutdown_dataloader_workers() -> int:
     Returns:
         int: how many iterators were shut down.
     """
-    from torch.utils.data.dataloader import _MultiProcessingDataLoaderIter
+    iterator_type = private(
+        'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter')
+    private('torch.utils.data.dataloader:_MultiProcessingDataLoaderIter'
+            '._shutdown_workers')
     count = 0
     for obj in gc.get_objects():
-        if isinstance(obj, _MultiProcessingDataLoaderIter) and \
+        if isinstance(obj, iterator_type) and \
                 not getattr(obj, '_shutdown', True):
             obj._shutdown_workers()
             count += 1

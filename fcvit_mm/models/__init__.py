@@ -1,6 +1,6 @@
 from .backbones import FCViT
-from .utils import (convert_reference_state_dict, extract_state_dict,
-                    load_pretrained)
+from .checkpoint import (CheckpointError, convert_reference_state_dict,
+                         extract_state_dict, load_pretrained, safe_load)
 
-__all__ = ['FCViT', 'convert_reference_state_dict', 'extract_state_dict',
-           'load_pretrained']
+__all__ = ['CheckpointError', 'FCViT', 'convert_reference_state_dict',
+           'extract_state_dict', 'load_pretrained', 'safe_load']

@@ -64,9 +64,9 @@ def select_block(backbone, block: str):
 
 def load_weights(model: nn.Module, backbone, checkpoint: str):
     """Whole-model checkpoint if its keys fit, else a backbone checkpoint."""
-    from fcvit_mm.models.utils import (extract_state_dict,
-                                       is_reference_layout, load_pretrained)
-    from fcvit_mm.utils.checkpoint import safe_load
+    from fcvit_mm.models.checkpoint import (extract_state_dict,
+                                            is_reference_layout,
+                                            load_pretrained, safe_load)
     if not osp.isfile(checkpoint):
         raise FileNotFoundError(f'checkpoint not found: {checkpoint!r}')
     sd = extract_state_dict(safe_load(checkpoint, map_location='cpu'),

@@ -21,7 +21,7 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..', '..'))
 
-from fcvit_mm.utils.checkpoint import (  # noqa: E402
+from fcvit_mm.models.checkpoint import (  # noqa: E402
     convert_reference_state_dict, extract_state_dict, is_reference_layout,
     safe_load)
 

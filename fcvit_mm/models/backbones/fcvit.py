@@ -40,8 +40,8 @@ from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from fcvit_mm.utils.checkpoint import (fit_checkpoint, is_empty_pretrained,
-                                       load_pretrained)
+from fcvit_mm.models.checkpoint import (fit_checkpoint, is_empty_pretrained,
+                                        load_pretrained)
 from . import fcvit_ops as ops
 
 #: Number of heads ("groups") of the global-context module.

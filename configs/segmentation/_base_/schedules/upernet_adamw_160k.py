@@ -32,5 +32,5 @@ param_scheduler = [
 ]
 auto_scale_lr = dict(enable=False, base_batch_size=16)
 # mmseg's checkpoint settings, saved by our CheckpointHook that no failed or
-# killed save loses a checkpoint to (see _base_/default_runtime.py)
+# killed save loses a checkpoint to (see fcvit_mm/engine/checkpoints.py)
 default_hooks = dict(checkpoint=dict(type='SafeCheckpointHook'))

@@ -1,5 +1,5 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Everything about FCViT checkpoints, in one module.
+"""Loading weights into FCViT: the model's side of checkpoints.
 
 * **Safe loading.** Every load in this project goes through torch's
   ``weights_only=True`` unpickler (:func:`safe_load`), which only rebuilds
@@ -8,12 +8,16 @@
   the message hub, numpy arrays, dtypes and scalars) and
   ``argparse.Namespace``, which the reference's timm training script stores
   under ``args``. No generic callable (``getattr``, ``eval``, ...) is
-  allowlisted. mmengine's ``HistoryBuffer`` pickles its statistics methods
-  as ``getattr(HistoryBuffer, 'min')``; those are class-level defaults that
-  its ``__setstate__`` restores anyway, so :func:`register_safe_globals`
-  makes buffers pickle without them. It runs when :mod:`fcvit_mm` is
-  imported, so the libraries' own loaders read mmengine's checkpoints on
-  torch >= 2.6 (whose ``torch.load`` defaults to ``weights_only=True``).
+  allowlisted. :func:`register_safe_globals` adds them to torch's allowlist
+  when :mod:`fcvit_mm` is imported, so the libraries' own loaders read
+  mmengine's checkpoints on torch >= 2.6 (whose ``torch.load`` defaults to
+  ``weights_only=True``; how ``HistoryBuffer`` pickles as plain data is in
+  :mod:`fcvit_mm.internals`).
+* **Read once.** :func:`safe_url` turns a path into one that mmengine's
+  loaders read with :func:`safe_load` (scheme ``fcvit-safe://``), handing
+  over a checkpoint already read for a check instead of reading it again.
+* **Reference layout.** :func:`convert_reference_state_dict` renames the
+  reference implementation's keys to ours.
 * **One loading rule.** :class:`~fcvit_mm.models.FCViT` carries
   :func:`fit_checkpoint` as a ``load_state_dict`` pre-hook, so whichever
   door a checkpoint comes in by (``init_cfg``, ``load_from``, mmengine's
@@ -24,41 +28,35 @@
   into random weights. A few missing or extra keys stay a warning.
 * **checkpoint=None.** A ``Pretrained`` init config without a checkpoint
   means "train from scratch" (:func:`is_empty_pretrained`), with a warning.
-* **Atomic writes.** :class:`AtomicLocalBackend` (mmengine file backend
-  ``'atomic_local'``, chosen by :class:`~fcvit_mm.engine.hooks.
-  SafeCheckpointHook`) writes to a temporary file, syncs and renames it.
-* **Resume.** :func:`find_resumable_checkpoint` picks the newest checkpoint
-  of a work dir that loads (and fits the model), naming each one skipped.
+
+Saving checkpoints and choosing one to resume from are the run's business
+(:mod:`fcvit_mm.engine.checkpoints`, :mod:`fcvit_mm.engine.resume`); this
+module imports nothing of the run layer.
 """
 import argparse
 import io
 import os
-import os.path as osp
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 import torch.nn as nn
-from mmengine.fileio.backends import LocalBackend, register_backend
+
+from fcvit_mm.internals import private
 
 
 def _numpy_globals() -> List[Any]:
     import numpy as np
-    try:  # numpy >= 1.25 moved the reconstruct helpers to numpy._core
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - numpy < 1.25
-        from numpy.core import multiarray
-    items = [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype]
+    # what numpy arrays and scalars pickle as
+    items = [private('numpy.core.multiarray:_reconstruct'),
+             private('numpy.core.multiarray:scalar'), np.ndarray, np.dtype]
     # the concrete dtype classes (numpy >= 1.25: np.dtypes.Float64DType, ...)
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         items += [getattr(dtypes, n) for n in dir(dtypes)
                   if n.endswith('DType') and isinstance(getattr(dtypes, n), type)]
-    # numpy < 2 pickles multiarray functions under numpy.core.multiarray,
-    # numpy >= 2 under numpy._core.multiarray; register the name used here.
     return items
 
 
@@ -68,28 +66,10 @@ def safe_globals() -> List[Any]:
     return [HistoryBuffer, argparse.Namespace] + _numpy_globals()
 
 
-_REGISTERED = False
-
-
-def _history_buffer_getstate(self) -> dict:
-    """``HistoryBuffer`` state without its (class-level) statistics methods,
-    which would pickle as ``getattr`` calls."""
-    state = dict(self.__dict__)
-    state.pop('statistics_methods', None)
-    return state
-
-
 def register_safe_globals() -> None:
-    """Add :func:`safe_globals` to torch's weights-only allowlist and make
-    mmengine's ``HistoryBuffer`` pickle as plain data (once)."""
-    global _REGISTERED
-    if _REGISTERED:
-        return
-    from mmengine.logging import HistoryBuffer
-    HistoryBuffer.__getstate__ = _history_buffer_getstate
-    if hasattr(torch.serialization, 'add_safe_globals'):
-        torch.serialization.add_safe_globals(safe_globals())
-    _REGISTERED = True
+    """Add :func:`safe_globals` to torch's weights-only allowlist (adding
+    them again changes nothing)."""
+    torch.serialization.add_safe_globals(safe_globals())
 
 
 class CheckpointError(RuntimeError):
@@ -104,7 +84,6 @@ def safe_load(filename: str, map_location: Any = 'cpu') -> Any:
         CheckpointError: the file is corrupt, not a torch checkpoint, or
             holds objects outside the allowlist (e.g. code to execute).
     """
-    register_safe_globals()
     filename = os.fspath(filename)
     if '://' in filename:
         from mmengine.fileio import get
@@ -129,6 +108,40 @@ def safe_load(filename: str, map_location: Any = 'cpu') -> Any:
             f'cannot read checkpoint {filename!r}: the file is corrupt, '
             f'truncated or not a PyTorch checkpoint ({type(e).__name__}: '
             f'{str(e).splitlines()[0] if str(e) else ""})') from None
+
+
+#: mmengine checkpoint-loader scheme that loads through :func:`safe_load`
+SAFE_SCHEME = 'fcvit-safe://'
+_loaded: Dict[str, Any] = {}
+
+
+def safe_url(filename: str, loaded: Any = None) -> str:
+    """``filename`` as a path that mmengine's ``load_checkpoint`` (and so
+    ``load_from``, ``resume``) reads with :func:`safe_load`, errors naming
+    the file. ``loaded``: the file's content, already read, which the next
+    load of the path takes instead of reading it again."""
+    filename = os.fspath(filename)
+    if filename.startswith(SAFE_SCHEME):
+        filename = filename[len(SAFE_SCHEME):]
+    _loaded.clear()  # at most one checkpoint held
+    if loaded is not None:
+        _loaded[filename] = loaded
+    return SAFE_SCHEME + filename
+
+
+def load_from_safe(filename: str, map_location: Any = None) -> Any:
+    """The loader of :data:`SAFE_SCHEME` (the name tells mmengine's log
+    which backend loaded it)."""
+    filename = filename[len(SAFE_SCHEME):]
+    if filename in _loaded:
+        return _loaded.pop(filename)
+    return safe_load(filename, map_location=map_location or 'cpu')
+
+
+def register_safe_scheme() -> None:
+    """Register :data:`SAFE_SCHEME` with mmengine's ``CheckpointLoader``."""
+    from mmengine.runner import CheckpointLoader
+    CheckpointLoader.register_scheme(SAFE_SCHEME, load_from_safe, force=True)
 
 
 # --------------------------------------------------------------------------
@@ -310,141 +323,3 @@ def is_empty_pretrained(init_cfg) -> bool:
     return (isinstance(init_cfg, Mapping)
             and init_cfg.get('type') == 'Pretrained'
             and not init_cfg.get('checkpoint'))
-
-
-# --------------------------------------------------------------------------
-# atomic writes
-# --------------------------------------------------------------------------
-#: name of :class:`AtomicLocalBackend` among mmengine's file backends
-ATOMIC_BACKEND = 'atomic_local'
-_TMP = re.compile(r'^\..+\.[a-z0-9_]{8}\.tmp$')
-
-
-class AtomicLocalBackend(LocalBackend):
-    """mmengine's ``LocalBackend`` whose ``put`` is atomic: the bytes go to
-    ``.NAME.XXXXXXXX.tmp`` in the target's folder, are synced to disk and
-    renamed over the target. A process killed mid-write leaves the previous
-    file (and a temporary file, see :func:`remove_temporary_files`)."""
-
-    def put(self, obj: bytes, filepath) -> None:
-        filepath = os.fspath(filepath)
-        folder = osp.dirname(osp.abspath(filepath))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f'.{osp.basename(filepath)}.', suffix='.tmp', dir=folder)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                f.write(obj)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, filepath)
-        except BaseException:
-            if osp.exists(tmp):
-                os.remove(tmp)
-            raise
-
-
-register_backend(ATOMIC_BACKEND, AtomicLocalBackend, force=True)
-
-
-def remove_temporary_files(folder: str) -> List[str]:
-    """Delete what killed atomic writes left in ``folder``; their paths."""
-    if not osp.isdir(folder):
-        return []
-    found = [osp.join(folder, f) for f in sorted(os.listdir(folder))
-             if _TMP.match(f)]
-    for path in found:
-        os.remove(path)
-    return found
-
-
-# --------------------------------------------------------------------------
-# resume
-# --------------------------------------------------------------------------
-_NUMBER = re.compile(r'(\d+)')
-
-
-def _checkpoint_order(path: str) -> Tuple[float, float]:
-    """Newest first: by the number in the name (epoch_N / iter_N), then by
-    modification time."""
-    numbers = _NUMBER.findall(osp.basename(path))
-    mtime = osp.getmtime(path) if osp.exists(path) else 0.
-    return (float(numbers[-1]) if numbers else -1.0, mtime)
-
-
-def checkpoint_candidates(work_dir: str) -> List[str]:
-    """Checkpoints of a work dir, the one ``last_checkpoint`` names first,
-    then the others from newest to oldest."""
-    found = [
-        osp.join(work_dir, f) for f in os.listdir(work_dir)
-        if f.endswith('.pth') and not f.startswith('.')
-    ] if osp.isdir(work_dir) else []
-    found.sort(key=_checkpoint_order, reverse=True)
-    last_file = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(last_file):
-        with open(last_file) as f:
-            named = f.read().strip()
-        if named:
-            if not osp.isabs(named):
-                named = osp.join(work_dir, osp.basename(named))
-            found = [named] + [p for p in found
-                               if osp.abspath(p) != osp.abspath(named)]
-    return found
-
-
-def check_resumable(path: str, model: Optional[nn.Module] = None) -> dict:
-    """Load ``path`` as a training checkpoint of ``model``; its ``meta``.
-
-    Raises:
-        CheckpointError / FileNotFoundError: naming the file and why.
-    """
-    ckpt = safe_load(path)
-    if not isinstance(ckpt, dict) or 'state_dict' not in ckpt:
-        raise CheckpointError(f'{path!r} holds no "state_dict"')
-    if model is not None:
-        sd = extract_state_dict(ckpt, path)
-        for name, module in model.named_modules():
-            if fit_checkpoint in _pre_hooks(module):
-                local = _ours(backbone_state_dict_from(
-                    sd, f'{name}.' if name else None))
-                try:
-                    check_fits(module, local, name)
-                except CheckpointError as e:
-                    raise CheckpointError(f'{path!r}: {e}') from None
-    return dict(ckpt.get('meta') or {})
-
-
-def _pre_hooks(module: nn.Module) -> list:
-    hooks = getattr(module, '_load_state_dict_pre_hooks', {}).values()
-    return [getattr(h, 'hook', h) for h in hooks]
-
-
-def find_resumable_checkpoint(
-        work_dir: str,
-        logger=None,
-        model: Optional[nn.Module] = None) -> Tuple[Optional[str], dict]:
-    """The newest checkpoint of ``work_dir`` that loads (and fits
-    ``model``), with a warning naming each newer one skipped.
-
-    Returns:
-        (path, meta): ``(None, {})`` if the work dir holds no checkpoint.
-
-    Raises:
-        CheckpointError: the work dir holds checkpoints but none loads; the
-            message names each file and why.
-    """
-    failures = []
-    for path in checkpoint_candidates(work_dir):
-        try:
-            return path, check_resumable(path, model)
-        except (CheckpointError, FileNotFoundError) as e:
-            failures.append(f'  {path}: {e}')
-            if logger is not None:
-                logger.warning(f'cannot resume from {path}: {e}; trying the '
-                               f'next older checkpoint')
-    if failures:
-        raise CheckpointError(
-            f'--resume: none of the checkpoints in {work_dir} can be resumed '
-            f'from:\n' + '\n'.join(failures) + '\nMove them away to start '
-            f'from scratch, or use another --work-dir.')
-    return None, {}

@@ -1,7 +1,8 @@
-"""Engine pieces that keep training safe: atomic checkpoint writes, saves
-that never lose the previous checkpoint, resume fallback past corrupt
-checkpoints, random-state restore, NaN stop, dataset file checks. Exercised on a toy mmengine model (fast); the detection and
-classification configs are exercised end to end in test_reliability.py."""
+"""The run layer (fcvit_mm/engine) on a toy mmengine model (fast): atomic
+checkpoint writes, saves that never lose the previous checkpoint, resume
+fallback past corrupt checkpoints, random-state restore, NaN stop, dataset
+file checks. The real configs are exercised end to end in
+test_e2e_reliability.py."""
 import itertools
 import os
 import signal
@@ -21,8 +22,9 @@ from mmengine.runner import Runner
 
 import fcvit_mm  # noqa: F401
 from fcvit_mm.engine.data_checks import DatasetError, check_annotation_files
-from fcvit_mm.utils.checkpoint import (AtomicLocalBackend, CheckpointError,
-                                       find_resumable_checkpoint, safe_load)
+from fcvit_mm.engine.checkpoints import AtomicLocalBackend
+from fcvit_mm.engine.resume import find_resumable_checkpoint
+from fcvit_mm.models.checkpoint import CheckpointError, safe_load
 
 from conftest import ROOT
 
@@ -90,7 +92,7 @@ def make_runner(work_dir, max_epochs, resume=False, by_epoch=True,
         train_cfg=loop,
         default_hooks=dict(checkpoint=ckpt,
                            logger=dict(type='LoggerHook', interval=1)),
-        custom_hooks=[dict(type=h) for h in hooks],
+        custom_hooks=[dict(type=h) for h in ('SafeResumeHook', ) + hooks],
         randomness=dict(seed=seed),
         # its own message hub and logger, even for runners made within the
         # same second (mmengine names them after the time by default)
@@ -144,6 +146,27 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, by_epoch):
                                atol=0)
 
 
+@pytest.mark.parametrize('named', [False, True])
+def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch, named):
+    """--resume (bare, or naming the file) checks the checkpoint and resumes
+    from the copy it read: one torch.load of the file, not two."""
+    make_runner(tmp_path, 2).train()
+    loads = []
+    real_load = torch.load
+
+    def counting_load(f, *args, **kwargs):
+        loads.append(os.path.basename(str(f)))
+        return real_load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, 'load', counting_load)
+    resumed = make_runner(tmp_path, 3, resume=True,
+                          load_from=str(tmp_path / 'epoch_2.pth')
+                          if named else None)
+    resumed.train()
+    assert resumed.epoch == 3
+    assert loads.count('epoch_2.pth') == 1, loads
+
+
 def test_without_random_state_resume_differs(tmp_path):
     """The hook is what makes the resumed run exact (dropout + numpy noise
     on the main process)."""
@@ -174,13 +197,13 @@ def test_resume_skips_corrupt_last_checkpoint(tmp_path):
             self.append(msg)
 
     log = Log()
-    path, meta = find_resumable_checkpoint(str(tmp_path), log)
+    path, meta, _ = find_resumable_checkpoint(str(tmp_path), log)
     assert path.endswith('epoch_2.pth') and meta['epoch'] == 2
     assert any('epoch_3.pth' in m for m in log)
     # nothing resumable at all
     empty = tmp_path / 'empty'
     empty.mkdir()
-    assert find_resumable_checkpoint(str(empty)) == (None, {})
+    assert find_resumable_checkpoint(str(empty)) == (None, {}, None)
 
 
 def test_checkpoint_write_is_atomic_under_sigkill(tmp_path):
@@ -272,7 +295,7 @@ def test_successful_saves_still_rotate(tmp_path):
 KILL_DURING_SECOND_SAVE = '''
 import os, sys, time
 sys.path.insert(0, {tests!r})
-import test_engine_reliability as t
+import test_run_layer as t
 calls = []
 real_fsync = os.fsync
 def fsync(fd):
@@ -422,7 +445,7 @@ def test_random_state_restores_from_gpu_mapped_checkpoint():
     """A resumed checkpoint is mapped to the training device: the saved
     generator states then arrive as CUDA tensors (seen on an H100: "can't
     convert cuda:0 device type tensor to numpy")."""
-    from fcvit_mm.engine.hooks import RandomStateHook
+    from fcvit_mm.engine.determinism import RandomStateHook
     torch.cuda.init()
     state = RandomStateHook.get_state()
     expected = (torch.rand(3), np.random.rand(3), torch.rand(3, device='cuda'))

@@ -10,9 +10,9 @@ import torch
 
 import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
-from fcvit_mm.utils.checkpoint import (CheckpointError,
-                                       convert_reference_state_dict,
-                                       load_pretrained, safe_load)
+from fcvit_mm.models.checkpoint import (CheckpointError,
+                                        convert_reference_state_dict,
+                                        load_pretrained, safe_load)
 
 from conftest import ROOT
 
@@ -37,7 +37,7 @@ def test_reference_dense_checkpoint_any_wrapping(tmp_path, golden, wrap,
                                 prefix='backbone.'))
     model.init_weights()
     for out, ref in zip(_dense_out(model, golden['input']),
-                        golden['dense']['eval_output']):
+                        golden['dense']['eval_output'], strict=True):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
@@ -53,7 +53,7 @@ def test_own_layout_with_prefix(tmp_path, golden):
                                 prefix='backbone.'))
     model.init_weights()
     for out, ref in zip(_dense_out(model, golden['input']),
-                        golden['dense']['eval_output']):
+                        golden['dense']['eval_output'], strict=True):
         torch.testing.assert_close(out, ref, atol=1e-5, rtol=0)
 
 
@@ -103,6 +103,30 @@ def test_other_variant_is_a_clear_error(tmp_path):
     msg = str(e.value)
     assert 'patch_embed.proj.weight' in msg
     assert '(32, 3, 7, 7)' in msg and '(64, 3, 7, 7)' in msg
+
+
+@pytest.mark.parametrize('share,loads', [(0.3, False), (0.45, False),
+                                         (0.55, True), (0.8, True)])
+def test_fit_check_needs_half_of_the_weights(tmp_path, share, loads):
+    """A checkpoint of this FCViT holding fewer than half of its weights is
+    refused, naming the converter; from half on it loads (the rest are
+    missing keys, a warning)."""
+    model = FCViT(arch='tiny')
+    own = model.state_dict()
+    keep = int(len(own) * share)
+    path = tmp_path / 'part.pth'
+    torch.save({'state_dict': dict(list(own.items())[:keep])}, path)
+    target = FCViT(arch='tiny', init_cfg=dict(type='Pretrained',
+                                              checkpoint=str(path)))
+    if loads:
+        target.init_weights()
+        torch.testing.assert_close(target.patch_embed.proj.weight,
+                                   model.patch_embed.proj.weight)
+    else:
+        with pytest.raises(CheckpointError,
+                           match=f'holds {keep} of the {len(own)} weights.*'
+                           'fcvit_to_mm.py'):
+            target.init_weights()
 
 
 def test_missing_file_names_path(tmp_path):
@@ -163,7 +187,7 @@ def test_converter_round_trip(tmp_path, golden):
         model.init_weights()
         if mode == 'dense':
             for o, r in zip(_dense_out(model, golden['input']),
-                            golden['dense']['eval_output']):
+                            golden['dense']['eval_output'], strict=True):
                 torch.testing.assert_close(o, r, atol=1e-5, rtol=0)
         # converting a file that is already ours is refused
         res = subprocess.run([sys.executable, script, str(dst),
@@ -176,9 +200,12 @@ def test_builds_from_every_registry():
     from mmdet.registry import MODELS as DET
     from mmpretrain.registry import MODELS as CLS
     from mmseg.registry import MODELS as SEG
+    expected = sum(p.numel() for p in FCViT(arch='tiny').parameters())
     for registry in (DET, SEG, CLS):
-        model = registry.build(dict(type='FCViT', arch='tiny'))
-        assert isinstance(model, FCViT)
+        model = registry.build(dict(type='FCViT', arch='tiny',
+                                    out_indices=(3, )))
+        assert type(model) is FCViT and model.out_indices == (3, )
+        assert sum(p.numel() for p in model.parameters()) == expected
 
 
 def test_backbone_module_imports_without_downstream_libraries():

@@ -21,9 +21,11 @@ from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
 TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
-# what configs/*/_base_/default_runtime.py declares: a config that sets
+# what configs/_base_/fcvit_runtime.py declares: a config that sets
 # custom_hooks lists them too
-OUR_HOOKS = [dict(type='RandomStateHook'), dict(type='FiniteLossHook')]
+OUR_HOOKS = [dict(type='SafeResumeHook'), dict(type='RandomStateHook'),
+             dict(type='FiniteLossHook'), dict(type='DataCheckHook'),
+             dict(type='DataLoaderWorkersHook')]
 
 HOOKS_MODULE = '''
 import json, os, signal
@@ -191,7 +193,7 @@ def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
 
 
 def state_dict_meta(path):
-    from fcvit_mm.utils.checkpoint import safe_load
+    from fcvit_mm.models.checkpoint import safe_load
     return safe_load(path)['meta']
 
 

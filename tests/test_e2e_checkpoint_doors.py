@@ -239,7 +239,8 @@ def test_load_checkpoint_reference_layout_into_backbone(golden, tmp_path):
         model.eval()
         with torch.no_grad():
             outs = model(golden['input'])
-        for out, expected in zip(outs, golden['dense']['eval_output']):
+        for out, expected in zip(outs, golden['dense']['eval_output'],
+                                 strict=True):
             torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 

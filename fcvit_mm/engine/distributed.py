@@ -1,0 +1,212 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Distributed runs: start-up without a GPU, SyncBN there, a clean end, and
+a timeout that names the rank that stopped answering.
+
+* **CPU start-up.** mmengine 0.10's ``init_dist`` and DDP wrapper assume
+  CUDA; :func:`init_cpu_distributed` starts a gloo process group itself and
+  makes DDP work on CPU tensors.
+* **SyncBN.** torch's ``SyncBatchNorm`` synchronises only CUDA tensors;
+  :func:`revert_sync_bn_cfg` makes a CPU-distributed run build BN, as
+  mmengine does for a one-process run.
+* **A clean end.** :func:`shutdown_distributed` destroys the process group
+  and ends the process before the interpreter's teardown can abort a rank.
+* **Timeouts.** A rank that hangs makes the others wait in their next
+  collective for ``env_cfg.dist_cfg.timeout`` (seconds; torch's default is
+  30 minutes), after which gloo says only ``Timed out waiting ...ms``.
+  :func:`run_tool` catches that error in each live rank; those ranks check
+  in with the job's key-value store (torchrun's, which lives outside the
+  ranks) and the ranks that do not check in are named.
+"""
+import datetime
+import logging
+import os
+import sys
+import time
+from typing import Callable, List, Optional
+
+import torch
+import torch.distributed as torch_dist
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+
+from fcvit_mm.internals import private
+from .workers import shutdown_dataloader_workers
+
+#: seconds the live ranks wait for one another to check in
+CHECK_IN_WAIT = 5.0
+#: the run's ``env_cfg.dist_cfg.timeout``, for the message of a timeout
+_run = dict(timeout=None)
+
+
+def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
+    """Start a gloo process group when launched distributed without a GPU.
+
+    mmengine 0.10's ``init_dist`` calls ``torch.cuda.set_device`` and its DDP
+    wrapper passes ``device_ids``; both fail on CPU. Initialising the process
+    group here makes the runner skip its own initialisation, and
+    ``device_ids=None`` makes DDP work on CPU tensors. SyncBN norms of the
+    model become BN (as in a one-process run): they need CUDA.
+
+    Returns:
+        bool: whether the CPU path was taken.
+    """
+    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
+    _run['timeout'] = timeout  # for the message if a rank stops answering
+    if launcher == 'none' or torch.cuda.is_available():
+        return False
+    if launcher not in ('pytorch', 'slurm'):
+        raise ValueError(f'launcher {launcher!r} needs a GPU; on CPU use '
+                         f'"pytorch" (torchrun) or "slurm"')
+    if launcher == 'slurm':  # map SLURM's variables to torch's
+        os.environ.setdefault('RANK', os.environ['SLURM_PROCID'])
+        os.environ.setdefault('WORLD_SIZE', os.environ['SLURM_NTASKS'])
+        os.environ.setdefault('LOCAL_RANK', os.environ['SLURM_LOCALID'])
+        os.environ.setdefault('MASTER_PORT', '29500')
+    if not torch_dist.is_initialized():
+        kwargs = {}
+        if timeout is not None:
+            kwargs['timeout'] = datetime.timedelta(seconds=timeout)
+        torch_dist.init_process_group(backend='gloo', **kwargs)
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    revert_sync_bn_cfg(cfg)  # SyncBN needs CUDA
+    wrapper = cfg.get('model_wrapper_cfg') or ConfigDict(
+        type='MMDistributedDataParallel',
+        broadcast_buffers=False,
+        find_unused_parameters=cfg.get('find_unused_parameters', False))
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    return True
+
+
+def shutdown_distributed(exit_process: bool = False) -> bool:
+    """End a distributed run cleanly: wait for every rank, then destroy the
+    process group.
+
+    mmengine leaves the group to the interpreter's exit, where the order in
+    which torch's C++ objects are torn down is not fixed; with gloo on CPU a
+    rank was seen to abort there ("terminate called without an active
+    exception", exit -6) after a run that had finished. The tools call this
+    once the runner is done, with ``exit_process=True``: after the group is
+    gone, logs and standard streams are flushed and the process ends with
+    status 0 without the interpreter's teardown. The DataLoader workers,
+    which that teardown would have stopped, are shut down first (they would
+    stay behind otherwise, see :mod:`.workers`).
+
+    Returns:
+        bool: whether there was a process group to destroy (only returns
+        when ``exit_process`` is False or there was none).
+    """
+    if not (torch_dist.is_available() and torch_dist.is_initialized()):
+        return False
+    shutdown_dataloader_workers()
+    torch_dist.barrier()
+    torch_dist.destroy_process_group()
+    if exit_process:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    return True
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return 'timed out' in text or 'timeout' in text
+
+
+def unanswered_ranks(wait: float = CHECK_IN_WAIT) -> Optional[List[int]]:
+    """Check this rank in with the job's store and return the ranks that
+    have not checked in after ``wait`` seconds (None if there is no store
+    to ask)."""
+    try:
+        store = private(
+            'torch.distributed.distributed_c10d:_get_default_store')()
+        rank, world = torch_dist.get_rank(), torch_dist.get_world_size()
+        prefix = 'fcvit_mm/alive/' + os.environ.get(
+            'TORCHELASTIC_RESTART_COUNT', '0') + '/'
+        store.set(f'{prefix}{rank}', '1')
+        deadline = time.monotonic() + wait
+        while True:
+            missing = [r for r in range(world)
+                       if not store.check([f'{prefix}{r}'])]
+            if not missing or time.monotonic() > deadline:
+                return missing
+            time.sleep(0.2)
+    except Exception:  # the store may be gone too; the message says less
+        return None
+
+
+def explain_timeout(exc: BaseException) -> Optional[str]:
+    """The message for a collective that timed out in this rank, or None
+    when ``exc`` is not that."""
+    if not (torch_dist.is_available() and torch_dist.is_initialized()) or \
+            not _is_timeout(exc):
+        return None
+    timeout = _run['timeout']
+    limit = 'env_cfg.dist_cfg.timeout' + \
+        (f'={timeout:g} s' if timeout is not None else ' (unset: torch\'s '
+         'default, 30 minutes)')
+    missing = unanswered_ranks()
+    if missing:
+        who = 'stopped answering: ' + ', '.join(f'rank {r}' for r in missing)
+    else:
+        who = 'every rank still answers the job\'s store (a collective ' \
+            'mismatch, or one rank is much slower)'
+    return (f'rank {torch_dist.get_rank()}: a collective got no answer '
+            f'within {limit}; {who}')
+
+
+def run_tool(main: Callable[[], object]) -> None:
+    """Run a tool's ``main``; if a collective times out, log which rank
+    stopped answering before the error ends the process, and after a
+    successful distributed run end the process cleanly
+    (:func:`shutdown_distributed`)."""
+    try:
+        main()
+    except Exception as e:
+        message = explain_timeout(e)
+        if message is not None:
+            print_log(message, logger='current', level=logging.WARNING)
+            e.add_note(message)
+        raise
+    shutdown_distributed(exit_process=True)
+
+
+#: norm types that synchronise across processes (torch's and mmcv's)
+SYNC_BN_TYPES = ('SyncBN', 'MMSyncBN')
+
+
+def _revert(node) -> int:
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') in SYNC_BN_TYPES:
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += _revert(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            count += _revert(value)
+    return count
+
+
+def revert_sync_bn_cfg(cfg: Config) -> int:
+    """Make ``cfg.model`` build plain BN wherever it asks for SyncBN, and
+    drop a ``sync_bn`` request (the runner's BN -> SyncBN conversion), in
+    place. Each process then normalises over its own images, as it would
+    in a one-process run.
+
+    Returns:
+        int: how many norm settings were changed.
+    """
+    count = _revert(cfg.get('model', {}))
+    if cfg.get('sync_bn'):
+        cfg.sync_bn = None
+        count += 1
+    if count:
+        print_log(f'CPU-distributed run: {count} SyncBN setting(s) of the '
+                  f'config replaced by BN (SyncBN needs CUDA)',
+                  logger='current')
+    return count

@@ -1,0 +1,150 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Where fcvit_mm goes beyond the public API of the libraries it serves, in
+one place.
+
+**Private names.** Each is used only where no public way gives the
+guarantee it serves, and only through :func:`private` / :func:`get_private`
+/ :func:`set_private`, so that an upgrade which removes one fails with a
+message naming it (``tests/test_layout_and_internals.py`` fails the same
+way before any run does):
+
+* mmengine ``Runner._resume``, ``._load_from``: ``--resume`` past
+  checkpoints that do not load (the hook picks the checkpoint before
+  mmengine loads it);
+* mmengine ``Runner._randomness_cfg``, ``._train_dataloader``: exact resume
+  with ``seed=None`` (the checkpoint's seed is taken and the loader rebuilt
+  before it draws);
+* torch ``_MultiProcessingDataLoaderIter`` (``._shutdown_workers``,
+  ``._shutdown``): no DataLoader worker left behind by a rank that ends
+  with ``os._exit``;
+* torch ``distributed_c10d._get_default_store``: naming the rank that
+  stopped answering when a collective times out;
+* numpy ``core.multiarray._reconstruct``, ``.scalar`` (``numpy._core`` on
+  numpy 2): numpy arrays and scalars in checkpoints load with
+  ``weights_only=True``.
+
+**Changes to other libraries' objects.** ``import fcvit_mm`` registers
+things (the model, the hooks, a file backend, the weights-only allowlist)
+and changes two things beyond registries, each the only way to a named
+guarantee:
+
+* :func:`register_history_buffer_pickling`: mmengine's ``HistoryBuffer``
+  (in every checkpoint's message hub) pickles with a reducer registered in
+  :mod:`copyreg`, without its class-level statistics methods. Without it a
+  checkpoint of an mmengine run holds ``getattr(HistoryBuffer, 'min')``,
+  which torch's weights-only loader (torch >= 2.6's default) refuses, so
+  ``--resume`` with the libraries' own loaders fails
+  (``tests/test_checkpoint_loading.py::
+  test_mmengine_checkpoint_loads_weights_only``).
+* :mod:`fcvit_mm.utils.model_index`: a finder on ``sys.meta_path`` that
+  registers the FCViT model index with mmpretrain's ``ModelHub`` right after
+  mmpretrain is imported (``get_model('fcvit-...')`` works whichever is
+  imported first, and ``import fcvit_mm`` does not import mmpretrain:
+  ``tests/test_packaging.py::test_get_model_by_name_either_import_order``).
+  mmpretrain offers no hook for a package's own model index.
+"""
+import copyreg
+import importlib
+import inspect
+from typing import Any, Dict, List
+
+#: instance attributes that mmengine's ``Runner.__init__`` sets and that
+#: the run layer reads or sets (see the module doc)
+RUNNER_ATTRIBUTES: Dict[str, str] = {
+    '_resume': '--resume past checkpoints that do not load',
+    '_load_from': '--resume past checkpoints that do not load',
+    '_randomness_cfg': 'exact resume with seed=None',
+    '_train_dataloader': 'exact resume with seed=None',
+}
+#: private names, 'module:name' or 'module:name.attr' -> what needs it
+PRIVATE_NAMES: Dict[str, str] = {
+    'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter':
+    'shutting DataLoader workers down before os._exit',
+    'torch.distributed.distributed_c10d:_get_default_store':
+    'naming the rank that stopped answering',
+    'numpy.core.multiarray:_reconstruct':
+    'numpy arrays in weights-only checkpoints',
+    'numpy.core.multiarray:scalar':
+    'numpy scalars in weights-only checkpoints',
+    'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter'
+    '._shutdown_workers': 'shutting DataLoader workers down',
+}
+
+
+class InternalsError(RuntimeError):
+    """A private name of another library that fcvit_mm relies on is gone."""
+
+
+def _gone(name: str, why: str) -> InternalsError:
+    return InternalsError(
+        f'{name} is gone (an upgrade of {name.split(".")[0]}?): fcvit_mm '
+        f'needs it for {why}; see fcvit_mm/internals.py')
+
+
+def private(spec: str) -> Any:
+    """The private object ``'module:name'`` (or ``'module:name.attr'``)
+    listed above; :class:`InternalsError` naming it if it is gone."""
+    why = PRIVATE_NAMES.get(spec)
+    if why is None:
+        raise KeyError(f'{spec!r} is not listed in fcvit_mm.internals')
+    module, _, path = spec.partition(':')
+    if module.startswith('numpy.core.'):
+        import numpy
+        if int(numpy.__version__.split('.')[0]) >= 2:  # where it pickles
+            module = module.replace('numpy.core.', 'numpy._core.')
+    try:
+        obj = importlib.import_module(module)
+        for part in path.split('.'):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError):
+        raise _gone(f'{module}.{path}', why) from None
+    return obj
+
+
+def get_private(runner, name: str) -> Any:
+    """``runner.<name>`` for a name of :data:`RUNNER_ATTRIBUTES`."""
+    assert name in RUNNER_ATTRIBUTES, name
+    try:
+        return getattr(runner, name)
+    except AttributeError:
+        raise _gone(f'mmengine.runner.Runner.{name}',
+                    RUNNER_ATTRIBUTES[name]) from None
+
+
+def set_private(runner, name: str, value: Any) -> None:
+    """Set ``runner.<name>`` (checked to exist first)."""
+    get_private(runner, name)
+    setattr(runner, name, value)
+
+
+def missing_internals() -> List[str]:
+    """The private names listed here that the installed libraries lack
+    (each with why it is needed); empty when all are there."""
+    missing = []
+    for spec in PRIVATE_NAMES:
+        try:
+            private(spec)
+        except InternalsError as e:
+            missing.append(str(e))
+    from mmengine.runner import Runner
+    source = inspect.getsource(Runner.__init__)
+    for name, why in RUNNER_ATTRIBUTES.items():
+        if f'self.{name} =' not in source:
+            missing.append(str(_gone(f'mmengine.runner.Runner.{name}', why)))
+    return missing
+
+
+# --------------------------------------------------------------------------
+# HistoryBuffer pickling (see the module doc)
+# --------------------------------------------------------------------------
+def _reduce_history_buffer(buffer):
+    state = {k: v for k, v in vars(buffer).items()
+             if k not in ('statistics_methods', '_statistics_methods')}
+    return copyreg.__newobj__, (type(buffer), ), state
+
+
+def register_history_buffer_pickling() -> None:
+    """Pickle mmengine's ``HistoryBuffer`` as plain data (its statistics
+    methods are class-level defaults that every buffer has anyway)."""
+    from mmengine.logging import HistoryBuffer
+    copyreg.pickle(HistoryBuffer, _reduce_history_buffer)

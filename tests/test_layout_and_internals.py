@@ -1,0 +1,178 @@
+"""The package's layout and what it relies on in other libraries: no import
+cycle inside fcvit_mm, the model side importing nothing of the run layer,
+every hook registered by an explicit import, ``import fcvit_mm`` changing
+no other library's object beyond what fcvit_mm/internals.py lists, and each
+private name listed there present (named plainly when an upgrade removes
+it). Fast: source parsing and one subprocess."""
+import ast
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+PACKAGE = osp.join(ROOT, 'fcvit_mm')
+
+
+def _module_name(path):
+    rel = osp.relpath(path, ROOT)[:-len('.py')].replace(os.sep, '.')
+    return rel[:-len('.__init__')] if rel.endswith('.__init__') else rel
+
+
+def _resolve(module, node):
+    """The names an import node of ``module`` may refer to as modules."""
+    if isinstance(node, ast.Import):
+        return [a.name for a in node.names]
+    package = node.module
+    if node.level:  # relative: from the module's package upwards
+        is_pkg = osp.isfile(osp.join(ROOT, *module.split('.'),
+                                     '__init__.py'))
+        base = module if is_pkg else module.rpartition('.')[0]
+        for _ in range(node.level - 1):
+            base = base.rpartition('.')[0]
+        package = f'{base}.{node.module}' if node.module else base
+    return [package] + [f'{package}.{a.name}' for a in node.names]
+
+
+def _imported(module, node, modules):
+    """The fcvit_mm modules an import node of ``module`` imports: for
+    ``from P import m``, the submodule ``P.m`` if there is one, else ``P``
+    (a package whose submodule is being imported is not an edge back)."""
+    package, *names = _resolve(module, node)
+    if isinstance(node, ast.Import):
+        return {n for n in [package] + names if n in modules}
+    found = {n for n in names if n in modules}
+    return found or ({package} & set(modules))
+
+
+def import_graph(top_level_only=True):
+    """{module: set of fcvit_mm modules it imports} over fcvit_mm's
+    sources (imports at module level only, unless told otherwise)."""
+    modules = {}
+    for folder, _, files in os.walk(PACKAGE):
+        for name in files:
+            if name.endswith('.py'):
+                path = osp.join(folder, name)
+                modules[_module_name(path)] = path
+    graph = {}
+    for module, path in modules.items():
+        tree = ast.parse(open(path).read())
+        nodes = tree.body if top_level_only else ast.walk(tree)
+        found = set()
+        for node in nodes:
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                found |= _imported(module, node, modules) - {module}
+        graph[module] = found
+    return graph
+
+
+def _cycle(graph):
+    """One import cycle of ``graph`` (a list of modules), or None."""
+    state = {}
+
+    def visit(node, stack):
+        state[node] = 'open'
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 'open':
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt, stack + [nxt])
+                if found:
+                    return found
+        state[node] = 'done'
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node, [node])
+            if found:
+                return found
+    return None
+
+
+def test_cycle_finder_finds_a_cycle():
+    assert _cycle({'a': {'b'}, 'b': {'c'}, 'c': {'a'}}) == \
+        ['a', 'b', 'c', 'a']
+    assert _cycle({'a': {'b'}, 'b': set()}) is None
+
+
+@pytest.mark.parametrize('top_level_only', [True, False])
+def test_no_import_cycle_inside_fcvit_mm(top_level_only):
+    graph = import_graph(top_level_only)
+    assert 'fcvit_mm.engine.resume' in graph  # the walk saw the sources
+    cycle = _cycle(graph)
+    assert cycle is None, 'import cycle: ' + ' -> '.join(cycle)
+
+
+def test_model_side_imports_nothing_of_the_run_layer():
+    graph = import_graph(top_level_only=False)
+    model_side = [m for m in graph if m.startswith('fcvit_mm.models')]
+    assert 'fcvit_mm.models.checkpoint' in model_side
+    for module in model_side:
+        run_side = [m for m in graph[module]
+                    if m.startswith(('fcvit_mm.engine', 'fcvit_mm.utils',
+                                     'fcvit_mm.analysis'))]
+        assert not run_side, f'{module} imports {run_side}'
+
+
+IMPORT_CHANGES = '''
+import copyreg, sys
+from mmengine.fileio.backends import backends
+from mmengine.hooks import CheckpointHook
+from mmengine.logging import HistoryBuffer
+from mmengine.registry import HOOKS
+before = dict(HistoryBuffer.__dict__), dict(CheckpointHook.__dict__)
+import fcvit_mm
+assert dict(HistoryBuffer.__dict__) == before[0], 'HistoryBuffer changed'
+assert dict(CheckpointHook.__dict__) == before[1], 'CheckpointHook changed'
+assert copyreg.dispatch_table[HistoryBuffer].__module__ == \\
+    'fcvit_mm.internals'
+for name in ('SafeResumeHook', 'RandomStateHook', 'FiniteLossHook',
+             'DataCheckHook', 'DataLoaderWorkersHook', 'SafeCheckpointHook'):
+    assert HOOKS.get(name).__module__.startswith('fcvit_mm.engine.'), name
+assert backends['atomic_local'].__module__ == 'fcvit_mm.engine.checkpoints'
+print('ok')
+'''
+
+
+def test_import_registers_and_changes_only_what_internals_lists():
+    """``import fcvit_mm`` leaves mmengine's classes as they were (the
+    HistoryBuffer's pickling goes through copyreg) and registers every hook
+    of the configs and the atomic backend."""
+    res = subprocess.run([sys.executable, '-c', IMPORT_CHANGES], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert res.returncode == 0 and 'ok' in res.stdout, res.stderr[-2000:]
+
+
+def test_every_private_name_is_there():
+    from fcvit_mm.internals import missing_internals
+    missing = missing_internals()
+    assert not missing, '\n'.join(missing)
+
+
+def test_a_removed_private_name_is_named(monkeypatch):
+    import torch.distributed.distributed_c10d as c10d
+
+    from fcvit_mm import internals
+    from fcvit_mm.engine.distributed import unanswered_ranks
+    monkeypatch.delattr(c10d, '_get_default_store')
+    with pytest.raises(internals.InternalsError,
+                       match=r'torch\.distributed\.distributed_c10d\.'
+                       r'_get_default_store is gone.*naming the rank'):
+        internals.private(
+            'torch.distributed.distributed_c10d:_get_default_store')
+    assert any('_get_default_store is gone' in m
+               for m in internals.missing_internals())
+    assert unanswered_ranks(wait=0) is None  # the message says less
+
+    class OldRunner:  # a runner of an mmengine without _resume
+        pass
+
+    with pytest.raises(internals.InternalsError,
+                       match=r'mmengine\.runner\.Runner\._resume is gone'):
+        internals.get_private(OldRunner(), '_resume')
+    with pytest.raises(KeyError, match='not listed'):
+        internals.private('torch:_C')
