@@ -200,7 +200,8 @@ def test_builds_from_every_registry():
     from mmdet.registry import MODELS as DET
     from mmpretrain.registry import MODELS as CLS
     from mmseg.registry import MODELS as SEG
-    expected = sum(p.numel() for p in FCViT(arch='tiny').parameters())
+    expected = sum(p.numel() for p in FCViT(arch='tiny',
+                                            out_indices=(3, )).parameters())
     for registry in (DET, SEG, CLS):
         model = registry.build(dict(type='FCViT', arch='tiny',
                                     out_indices=(3, )))
