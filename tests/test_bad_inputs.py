@@ -324,6 +324,10 @@ def test_shipped_configs_have_no_misspelt_keys():
     for path in paths:
         cfg = Config.fromfile(path)
         assert misspelt_keys(cfg) == [], path
-        # and they declare the data hooks for any train.py / test.py
+        # and they declare the run's hooks, for any train.py / test.py (the
+        # one mechanism that puts them in a run)
         hooks = {h['type'] for h in cfg.get('custom_hooks', [])}
-        assert {'DataCheckHook', 'DataLoaderWorkersHook'} <= hooks, path
+        assert {'SafeResumeHook', 'RandomStateHook', 'FiniteLossHook',
+                'DataCheckHook', 'DataLoaderWorkersHook'} <= hooks, path
+        assert cfg.default_hooks.checkpoint.type == 'SafeCheckpointHook', \
+            path

@@ -93,13 +93,20 @@ def options(root):
     ]
 
 
+#: what configs/_base_/fcvit_runtime.py declares: a config that sets
+#: custom_hooks lists them too (DataLoaderWorkersHook: no worker left)
+OUR_HOOKS = [dict(type=t) for t in (
+    'SafeResumeHook', 'RandomStateHook', 'FiniteLossHook', 'DataCheckHook',
+    'DataLoaderWorkersHook')]
+
+
 def user_config(folder, max_iters, hooks):
     path = osp.join(folder, 'user_cfg.py')
     with open(path, 'w') as f:
         f.write(f'_base_ = [{CONFIG!r}]\n'
                 f"custom_imports = dict(imports=['fcvit_mm', 'rank_hooks'],"
                 f' allow_failed_imports=False)\n'
-                f'custom_hooks = {list(hooks)!r}\n'
+                f'custom_hooks = {OUR_HOOKS + list(hooks)!r}\n'
                 f"train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',"
                 f' max_iters={max_iters})\n')
     return path

@@ -41,7 +41,9 @@ def shutdown_dataloader_workers() -> int:
             '._shutdown_workers')
     count = 0
     for obj in gc.get_objects():
-        if isinstance(obj, iterator_type) and \
+        # type(), not isinstance: the latter asks every object for its
+        # __class__, which makes deprecated proxies (torch's reduce_op) warn
+        if issubclass(type(obj), iterator_type) and \
                 not getattr(obj, '_shutdown', True):
             obj._shutdown_workers()
             count += 1
