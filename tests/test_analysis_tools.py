@@ -156,7 +156,12 @@ def test_benchmark_models_table_and_memory(tmp_path, capsys):
         assert by[('fcvit-tiny-plain', mode)]['ratio'] == pytest.approx(1.0)
         for name in ('fcvit-tiny', 'fcvit-tiny-cp'):
             r = by[(name, mode)]
-            assert r['images_per_s'] > 0 and r['params_m'] > 4
+            # the same model three ways; the rate is the median step's
+            assert r['params_m'] == by[('fcvit-tiny-plain', mode)]['params_m']
+            assert r['params_m'] > 4
+            assert r['ms_min'] <= r['ms_per_step'] <= r['ms_max']
+            assert r['images_per_s'] == pytest.approx(
+                r['batch'] * 1e3 / r['ms_per_step'])
             if osp.exists('/proc/self/clear_refs'):
                 assert r['peak_mem_mb'] is not None
     saved = json.loads(out.read_text())
