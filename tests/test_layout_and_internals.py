@@ -120,14 +120,22 @@ def test_model_side_imports_nothing_of_the_run_layer():
 
 IMPORT_CHANGES = '''
 import copyreg, sys
-from mmengine.fileio.backends import backends
+from mmengine.fileio import get_file_backend
+from mmengine.fileio.backends import LocalBackend, backends
+from mmengine.fileio.backends.registry_utils import prefix_to_backends
 from mmengine.hooks import CheckpointHook
 from mmengine.logging import HistoryBuffer
 from mmengine.registry import HOOKS
 before = dict(HistoryBuffer.__dict__), dict(CheckpointHook.__dict__)
+files = dict(backends), dict(prefix_to_backends)
 import fcvit_mm
 assert dict(HistoryBuffer.__dict__) == before[0], 'HistoryBuffer changed'
 assert dict(CheckpointHook.__dict__) == before[1], 'CheckpointHook changed'
+# mmengine's 'local' backend stays; ours comes under its own name
+assert dict(prefix_to_backends) == files[1], 'prefixes changed'
+assert {k: v for k, v in backends.items() if k != 'atomic_local'} == \\
+    files[0], 'backends changed'
+assert type(get_file_backend('/tmp/x.pth')) is LocalBackend
 assert copyreg.dispatch_table[HistoryBuffer].__module__ == \\
     'fcvit_mm.internals'
 for name in ('SafeResumeHook', 'RandomStateHook', 'FiniteLossHook',
@@ -139,9 +147,10 @@ print('ok')
 
 
 def test_import_registers_and_changes_only_what_internals_lists():
-    """``import fcvit_mm`` leaves mmengine's classes as they were (the
-    HistoryBuffer's pickling goes through copyreg) and registers every hook
-    of the configs and the atomic backend."""
+    """``import fcvit_mm`` leaves mmengine's classes and its 'local' file
+    backend as they were (the HistoryBuffer's pickling goes through
+    copyreg) and registers every hook of the configs and the atomic
+    backend."""
     res = subprocess.run([sys.executable, '-c', IMPORT_CHANGES], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 0 and 'ok' in res.stdout, res.stderr[-2000:]

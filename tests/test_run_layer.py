@@ -423,23 +423,6 @@ def test_nan_stop_names_likely_causes(tmp_path):
     assert 'no gradient clipping' not in msg
 
 
-def test_import_leaves_mmengine_local_backend_alone():
-    code = textwrap.dedent('''
-        from mmengine.fileio import get_file_backend
-        from mmengine.fileio.backends import LocalBackend, backends
-        from mmengine.fileio.backends.registry_utils import prefix_to_backends
-        before = (dict(backends), dict(prefix_to_backends))
-        import fcvit_mm
-        after = (dict(backends), dict(prefix_to_backends))
-        assert before[1] == after[1], 'prefixes changed'
-        assert {k: v for k, v in after[0].items()
-                if k != 'atomic_local'} == before[0], 'backends changed'
-        assert type(get_file_backend('/tmp/x.pth')) is LocalBackend
-        assert after[0]['atomic_local'].__module__.startswith('fcvit_mm')
-    ''')
-    subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_random_state_restores_from_gpu_mapped_checkpoint():
     """A resumed checkpoint is mapped to the training device: the saved
