@@ -75,12 +75,13 @@ CLASSES = {'classification': ('circle', 'square', 'triangle'),
 
 def _spread_scores(model: torch.nn.Module) -> None:
     """Random heads score everything alike (their classifier layers start
-    at std 0.01), which would make NMS choose among near-ties: give the
-    classifier layers unit-scale weights so that scores spread out."""
+    at std 0.01), which would make NMS choose among near-ties and put mask
+    pixels at the 0.5 threshold: give the classifier layers weights that
+    spread scores and mask logits out."""
     torch.manual_seed(1)
     for name, m in model.named_modules():
         if name.split('.')[-1] in ('rpn_cls', 'retina_cls', 'fc_cls',
-                                   'conv_seg', 'fc'):
+                                   'conv_logits', 'conv_seg', 'fc'):
             torch.nn.init.normal_(m.weight, std=m.weight[0].numel() ** -0.5
                                   * 3)
             torch.nn.init.normal_(m.bias, std=1.0)
@@ -244,3 +245,33 @@ def test_input_the_export_cannot_take(exported, tmp_path):
     assert static.extract_feat(torch.rand(1, 3, 64, 64)).shape == (1, 3)
     with pytest.raises(ValueError, match=r'static shape.*got \(1, 3, 96, 64'):
         static.extract_feat(torch.rand(1, 3, 96, 64))
+
+
+# --------------------------------------------------------------------------
+# pieces
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('out', [1, 2, 3, 6])
+def test_matrix_adaptive_pool_is_adaptive_avg_pool(out):
+    """UperNet's pyramid pooling, written for export, has torch's bins at
+    sizes that are and are not multiples of the output size."""
+    from fcvit_mm.deploy.rewrites import (MatrixAdaptiveAvgPool2d,
+                                          make_exportable)
+    for h, w in ((7, 9), (16, 16), (13, 5), (6, 32)):
+        x = torch.randn(2, 4, h, w)
+        torch.testing.assert_close(MatrixAdaptiveAvgPool2d((out, out))(x),
+                                   torch.nn.AdaptiveAvgPool2d(out)(x))
+    seq = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(out))
+    assert make_exportable(seq) == (out != 1)
+
+
+def test_structure_round_trip():
+    from fcvit_mm.deploy.structure import flatten, unflatten
+    t = [torch.zeros(i) for i in range(5)]
+    obj = ([t[0], t[1]], [t[2], t[3]], (t[4], ))
+    flat, spec = flatten(obj)
+    assert [x.numel() for x in flat] == [0, 1, 2, 3, 4]
+    back = unflatten(flat, spec)
+    assert isinstance(back, tuple) and isinstance(back[0], list)
+    assert all(a is b for a, b in zip(flatten(back)[0], flat))
+    with pytest.raises(ValueError, match='left over'):
+        unflatten(flat + [t[0]], spec)

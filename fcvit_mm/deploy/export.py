@@ -178,10 +178,16 @@ def export_part(module: _FlatModule, flat_inputs, path: str,
         if exporter == 'torchscript':
             torch.onnx.export(module, tuple(flat_inputs), path, dynamo=False,
                               do_constant_folding=True, **kwargs)
-        else:
+        else:  # dynamic axes as torch.export's dynamic shapes of *inputs
+            dims = None
+            if dynamic_axes:
+                dims = (tuple({a: torch.export.Dim.DYNAMIC
+                               for a in dynamic_axes.get(n, {})}
+                              for n in input_names), )
+            kwargs.pop('dynamic_axes')
             program = torch.onnx.export(module, tuple(flat_inputs),
                                         dynamo=True, external_data=False,
-                                        **kwargs)
+                                        dynamic_shapes=dims, **kwargs)
             program.save(path)
 
 

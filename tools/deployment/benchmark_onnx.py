@@ -101,8 +101,13 @@ def _report(title, per_image: dict, baseline: str):
 
 def bench_cls(args, work):
     import torch
-    models = {n: _export(n, p, f, args, (args.size, args.size), work)
-              for n, (p, f) in CLS.items()}
+    models = {}
+    for n, (p, f) in CLS.items():
+        try:
+            models[n] = _export(n, p, f, args, (args.size, args.size), work)
+        except Exception as e:  # noqa: BLE001  (reported, the rest runs)
+            print(f'{n}: export failed: {type(e).__name__}: '
+                  f'{str(e).splitlines()[0][:200]}')
     x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
     fns = {n: (lambda m=m: m.onnx_parts['classifier'](x))
            for n, (_, m) in models.items()}
@@ -139,7 +144,20 @@ def bench_det(args, work):
             'threads', sec, 'maskrcnn-r50')
 
 
-def profile(path, x, args, top=8):
+def _op_kind(args: dict) -> str:
+    """Operator type of a profiled node; convolutions split by kernel size
+    and depthwise (from the weight's shape (out, in / groups, kh, kw))."""
+    op = args['op_name']
+    shapes = [next(iter(t.values())) for t in args.get('input_type_shape',
+                                                      [])]
+    if op == 'Conv' and len(shapes) >= 2 and len(shapes[1]) == 4:
+        out, per_group, kh, kw = shapes[1]
+        dw = per_group == 1 and shapes[0][1] == out and out > 1
+        return f'Conv {kh}x{kw}' + (' depthwise' if dw else '')
+    return op
+
+
+def profile(path, x, args, top=10):
     """ONNX Runtime's own profile of one graph: share of time per
     operator type over a few runs."""
     import onnxruntime as ort
@@ -158,7 +176,7 @@ def profile(path, x, args, top=8):
     by_op = defaultdict(float)
     for e in events:
         if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            by_op[e['args']['op_name']] += e['dur']
+            by_op[_op_kind(e['args'])] += e['dur']
     total = sum(by_op.values())
     print(f'\n  ONNX Runtime profile of {osp.basename(osp.dirname(path))} '
           f'(share of operator time):')
