@@ -140,8 +140,8 @@ def _some(keys: Sequence[str], n: int = 5) -> str:
 
 class _FlatModule(nn.Module):
     """A part as a module of flat tensor inputs and outputs (what the
-    exporters take); ``model`` is registered so that its weights are the
-    graph's initializers."""
+    exporters take); ``model`` (the module holding the part's weights) is
+    registered so that its weights are the graph's initializers."""
 
     def __init__(self, model: nn.Module, part: Part, in_spec):
         super().__init__()
@@ -285,7 +285,7 @@ def _export_and_check(model: nn.Module, part: Part, out_dir: str,
             axes[name] = {d: f'{name}_{d}' for d in dims}
     file = part.name + '.onnx'
     path = osp.join(out_dir, file)
-    module = _FlatModule(model, part, in_spec).eval()
+    module = _FlatModule(part.module or model, part, in_spec).eval()
     with torch.no_grad():
         export_part(module, flat_in, path, input_names, output_names, axes,
                     opset, exporter)

@@ -50,6 +50,7 @@ class Part:
     dynamic: List[Dict[int, str]]
     identity: List[str] = field(default_factory=list)
     image_input: bool = False  # the first input is the image batch
+    module: Optional[nn.Module] = None  # holds fn's weights (None: model)
 
 
 def _image_axes() -> Dict[int, str]:
@@ -111,11 +112,13 @@ def _detector_parts(model: nn.Module, image: torch.Tensor,
     n = len(feats)
     if getattr(model, 'rpn_head', None) is not None:
         parts.append(Part('rpn_head', model.rpn_head.forward, (feats, ),
-                          'rpn_head.forward', _feature_axes(n)))
+                          'rpn_head.forward', _feature_axes(n),
+                          module=model.rpn_head))
         parts += _roi_parts(model, num_rois)
     elif getattr(model, 'bbox_head', None) is not None:
         parts.append(Part('bbox_head', model.bbox_head.forward, (feats, ),
-                          'bbox_head.forward', _feature_axes(n)))
+                          'bbox_head.forward', _feature_axes(n),
+                          module=model.bbox_head))
     else:
         raise NotImplementedError(
             f'cannot export a {type(model).__name__}: it has neither an '
@@ -147,7 +150,8 @@ def _roi_parts(model: nn.Module, num_rois: int) -> List[Part]:
         ext = getattr(roi_head, extractor)
         example = torch.randn(num_rois, ext.out_channels, *_roi_size(ext))
         parts.append(Part(f'roi_head.{name}', head.forward, (example, ),
-                          f'roi_head.{name}.forward', [{0: 'rois'}]))
+                          f'roi_head.{name}.forward', [{0: 'rois'}],
+                          module=head))
     return parts
 
 
