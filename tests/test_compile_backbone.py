@@ -1,7 +1,14 @@
 """``torch.compile(backbone, fullgraph=True)``: one graph (a graph break
 fails the compile), on both paths, train and eval, with the outputs and the
-gradients of every parameter and of the input that eager gives."""
+gradients of every parameter and of the input that eager gives.
+
+The backend is ``aot_eager`` (dynamo's capture, where graph breaks happen,
+and AOTAutograd's joint forward-backward graph, run by eager kernels):
+inductor's C++ code generation takes minutes per case on a small CPU.
+``FCVIT_TEST_COMPILE_BACKEND=inductor`` runs the same tests through it.
+"""
 import copy
+import os
 
 import pytest
 import torch
@@ -12,6 +19,8 @@ from fcvit_mm.models import FCViT
 from helpers import one_thread  # noqa: F401
 from test_backbone_export import TINY
 from test_fast_paths import BN_BIASES, _randomize, assert_rel_close
+
+BACKEND = os.environ.get('FCVIT_TEST_COMPILE_BACKEND', 'aot_eager')
 
 
 def _step(fn, module, x, train):
@@ -38,7 +47,7 @@ def test_compile_fullgraph_matches_eager(fast_path, train):
     torch.manual_seed(0)
     eager = _randomize(FCViT(arch=TINY, fast_path=fast_path))
     module = copy.deepcopy(eager)
-    compiled = torch.compile(module, fullgraph=True)
+    compiled = torch.compile(module, fullgraph=True, backend=BACKEND)
     x = torch.randn(2, 3, 37, 45)
     out_c, g_c = _step(compiled, module, x, train)
     out_e, g_e = _step(eager, eager, x, train)

@@ -386,6 +386,19 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
     assert {m for m, k, n in rec.gemms} == {3 * 16 * 16, 3 * 8 * 8,
                                              3 * 4 * 4, 3 * 2 * 2}
 
+    # the decision table (a stand-in for tensors of devices not here)
+    from types import SimpleNamespace
+
+    def on(device, dtype):
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    suits = fcvit_ops.fast_path_suits
+    assert suits(on('cpu', torch.float32)) and suits(on('cpu', torch.float64))
+    assert suits(on('cuda', torch.bfloat16)) and suits(on('cuda',
+                                                         torch.float16))
+    assert not suits(on('cuda', torch.float32))  # unless autocast is on
+    assert not suits(on('mps', torch.float32))
+
     for value in ('Auto', 1, 0, True):
         model.fast_path = value
     assert model.fast_path is True

@@ -360,8 +360,13 @@ def group_norm(x: torch.Tensor, num_groups: int,
 def normalize_nhwc(x: torch.Tensor, eps: float) -> torch.Tensor:
     """A one-group GroupNorm without affine of an NHWC tensor ``x``: each
     sample standardised over all its elements (biased variance)."""
-    if kernel_set(x) == 'cuda':
+    kernels = kernel_set(x)
+    if kernels == 'cuda':
         return group_norm1_nhwc(x, None, None, eps)
+    if kernels == 'standard':
+        # a LayerNorm's normalised shape would be the traced (dynamic) size
+        # of the input, which ONNX's LayerNormalization cannot take
+        return fcvit_triton.group_norm1_reference(x, None, None, eps)
     return F.layer_norm(x, x.shape[1:], eps=eps)
 
 
