@@ -95,7 +95,7 @@ def _report(title, per_image: dict, baseline: str):
     print(f'\n{title}')
     base = per_image[baseline]
     for name, sec in per_image.items():
-        print(f'  {name:22s} {1 / sec:8.2f} images/s   '
+        print(f'  {name:22s} {1 / sec:8.3g} images/s  {sec:7.3f} s/image  '
               f'{base / sec:5.2f}x {baseline}')
 
 
