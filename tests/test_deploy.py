@@ -20,12 +20,11 @@ from helpers import load_tool, one_thread  # noqa: F401
 pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
 
-from mmengine.config import Config  # noqa: E402
-
 from fcvit_mm.deploy import (CheckpointMismatchError, export_model,  # noqa
                              init_onnx_model)
 from fcvit_mm.deploy.export import build_model, load_config  # noqa: E402
-from fcvit_mm.deploy.parity import COMPARE, library_inference  # noqa: E402
+from fcvit_mm.deploy.parity import (COMPARE, init_library_model,  # noqa
+                                    library_inference)
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG = osp.join(ROOT, 'configs')
@@ -134,9 +133,7 @@ def _make(name, tmp):
 
 
 def _torch_model(name, config, ckpt):
-    scope = Config.fromfile(config).default_scope
-    return load_tool('deployment/export_onnx')._torch_model(
-        Config.fromfile(config), scope, ckpt)
+    return init_library_model(config, ckpt)
 
 
 @pytest.mark.parametrize('name', list(MODELS))

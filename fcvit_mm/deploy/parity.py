@@ -94,6 +94,23 @@ def compare_classification(ref: dict, got: dict, topk: int = 5) -> Dict:
                 ok=bool((ta == tb).all()))
 
 
+def init_library_model(config, checkpoint: str):
+    """The PyTorch model of ``config`` (a file or Config) with the weights
+    of ``checkpoint``, as the library's own init function loads it (mmdet
+    ``init_detector``, mmseg ``init_model``, mmpretrain ``get_model``), on
+    CPU."""
+    from .export import load_config
+    cfg, scope = load_config(config)
+    if scope == 'mmdet':
+        from mmdet.apis import init_detector
+        return init_detector(cfg, checkpoint, palette='none', device='cpu')
+    if scope == 'mmseg':
+        from mmseg.apis import init_model
+        return init_model(cfg, checkpoint, device='cpu')
+    from mmpretrain.apis import get_model
+    return get_model(cfg, pretrained=checkpoint, device='cpu')
+
+
 def library_inference(model, task: str, img):
     """The library's own inference of ``model`` (PyTorch or
     :func:`~fcvit_mm.deploy.init_onnx_model`) on ``img`` (a path, or a

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .export import CONFIG, FORMAT_VERSION, MANIFEST, load_config
+from .export import FORMAT_VERSION, MANIFEST, load_config
 from .parts import resolve
 from .structure import flatten, unflatten
 

@@ -79,10 +79,11 @@ def main(argv=None) -> int:
     if not args.check_image:
         return 0
     from fcvit_mm.deploy.export import load_config
-    from fcvit_mm.deploy.parity import COMPARE, library_inference
+    from fcvit_mm.deploy.parity import (COMPARE, init_library_model,
+                                        library_inference)
     task = manifest['task']
     cfg, _ = load_config(args.config, args.cfg_options)
-    torch_model = _torch_model(cfg, manifest['scope'], args.checkpoint)
+    torch_model = init_library_model(cfg, args.checkpoint)
     ref = library_inference(torch_model, task, args.check_image)
     got = library_inference(init_onnx_model(args.out_dir), task,
                             args.check_image)
@@ -90,18 +91,6 @@ def main(argv=None) -> int:
     res = COMPARE[task](ref, got, **kwargs)
     print(json.dumps(dict(check_image=args.check_image, **res)))
     return 0 if res['ok'] else 1
-
-
-def _torch_model(cfg, scope, checkpoint):
-    """The PyTorch model as the library's own init function loads it."""
-    if scope == 'mmdet':
-        from mmdet.apis import init_detector
-        return init_detector(cfg, checkpoint, palette='none', device='cpu')
-    if scope == 'mmseg':
-        from mmseg.apis import init_model
-        return init_model(cfg, checkpoint, device='cpu')
-    from mmpretrain.apis import get_model
-    return get_model(cfg, pretrained=checkpoint, device='cpu')
 
 
 if __name__ == '__main__':
