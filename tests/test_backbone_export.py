@@ -45,18 +45,29 @@ def _dynamic_shapes():
     return {'x': {0: dim, 2: dim, 3: dim}}
 
 
+_EXPORTED = {}
+
+
+def _exported(fast_path):
+    """``(model, torch.export program)`` of a path, exported once for this
+    module's two tests that use it (dynamic batch, height and width)."""
+    if fast_path not in _EXPORTED:
+        model = _model(fast_path)
+        # no_grad: where eager inference would take oneDNN's fused kernels
+        with torch.no_grad():
+            ep = torch.export.export(model, (_inputs()[0], ),
+                                     dynamic_shapes=_dynamic_shapes())
+        _EXPORTED[fast_path] = model, ep
+    return _EXPORTED[fast_path]
+
+
 @PATHS
 def test_torch_export(fast_path):
-    model = _model(fast_path)
-    x1, x2 = _inputs()
-    # no_grad: where eager inference would take oneDNN's fused kernels
-    with torch.no_grad():
-        ep = torch.export.export(model, (x1, ),
-                                 dynamic_shapes=_dynamic_shapes())
+    model, ep = _exported(fast_path)
     ops = {str(n.target) for n in ep.graph.nodes if n.op == 'call_function'}
     assert not [t for t in ops if any(s in t for s in CPU_ONLY_OPS)], ops
     exported = ep.module()
-    for x in (x1, x2):
+    for x in _inputs():
         with torch.no_grad():
             outs = exported(x)
         _assert_same(outs, model, x, 1e-5, f'export {tuple(x.shape)}')
@@ -98,11 +109,11 @@ def test_onnx_torchscript_export(fast_path, tmp_path):
 
 @PATHS
 def test_onnx_dynamo_export(fast_path, tmp_path):
+    """The dynamo-based ONNX exporter (from the program of
+    :func:`test_torch_export`: the same graph capture)."""
     pytest.importorskip('onnxscript')
-    model = _model(fast_path)
+    model, ep = _exported(fast_path)
     path = tmp_path / 'fcvit.onnx'
-    program = torch.onnx.export(model, (_inputs()[0], ), dynamo=True,
-                                dynamic_shapes=_dynamic_shapes(),
-                                verbose=False)
+    program = torch.onnx.export(ep, dynamo=True, verbose=False)
     program.save(str(path))
     _check_onnx(path, model, 'onnx (dynamo)')

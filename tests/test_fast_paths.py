@@ -515,3 +515,23 @@ def test_cuda_triton_group_norm1(dtype):
     assert_rel_close(y.float(), ref.float(), tol)
     for a, e, n in zip(got, want, ('input', 'weight', 'bias')):
         assert_rel_close(a.float(), e.float(), tol, n)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_auto_path_choice_and_kernels():
+    """On CUDA ``'auto'`` takes the plain path in float32 and the fast one
+    under autocast, there with none of the CPU kernels, and the same
+    outputs as the plain path."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = _randomize(FCViT(arch=MINI)).cuda().eval()
+    x = torch.randn(2, 3, 64, 80, device='cuda')
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        ref = model(x)
+    assert rec.calls == []
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16), \
+            fcvit_ops.KernelRecorder() as rec:
+        outs = model(x)
+    assert rec.calls and not any(c.fused for c in rec.calls)
+    for a, b in zip(outs, ref):
+        assert_rel_close(a.float(), b, 5e-2)

@@ -15,9 +15,8 @@ Each module below holds two formulations of its math side by side, chosen by
 its ``fast_path`` flag (:class:`FastPathMixin`; by default from the device
 and dtype of the input): the plain one, an op-by-op transcription of the
 reference, and the fast one (the default on CPU and for half precision on
-CUDA), the same
-function computed on channels-last tensors with the kernels of
-:mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
+CUDA), the same function computed on channels-last tensors with the kernels
+of :mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
 checks that both give the same outputs and gradients. Inputs and outputs of
 :class:`FCViT` are ordinary NCHW tensors either way.
 
@@ -72,9 +71,8 @@ class FastPathMixin:
     input's device and dtype
     (:func:`~fcvit_mm.models.backbones.fcvit_ops.fast_path_suits`: the fast
     one on CPU and in half precision or autocast on CUDA, else the plain
-    one);
-    ``True`` the fast one everywhere; ``False`` the plain one. Setting it on
-    a module sets it on every FCViT module inside.
+    one); ``True`` the fast one everywhere; ``False`` the plain one. Setting
+    it on a module sets it on every FCViT module inside.
     """
     _fast_path: Union[bool, str] = 'auto'
 
