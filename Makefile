@@ -19,3 +19,8 @@ TASK ?= det
 .PHONY: demo
 demo: install
 	$(PYTHON) tools/demo.py --task $(TASK)
+
+# ONNX export / ONNX Runtime (docs/deployment.md); not needed for training.
+.PHONY: install-deploy
+install-deploy: install
+	$(PYTHON) -m pip install -c requirements/constraints.txt -r requirements/deploy.txt

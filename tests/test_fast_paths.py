@@ -330,3 +330,208 @@ def test_cuda_fast_equals_plain_and_autocast_runs(train):
     with torch.autocast('cuda', dtype=torch.bfloat16):
         outs = fast(x)
     assert all(torch.isfinite(o).all() for o in outs)
+
+
+def test_chunked_channel_mixer_partial_last_chunk(monkeypatch):
+    """A batch of 3 in chunks of 2: the partial last chunk is computed and
+    kept (3 samples, each equal to the plain path's)."""
+    plain = _randomize(FCViTBlock(32, 4, layer_scale_init_value=1.))
+    plain.fast_path = False
+    fast = copy.deepcopy(plain)
+    fast.fast_path = True
+    hidden = fast.channel_mixer.fc1.out_channels
+    monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 2 * 8 * 8 * hidden * 4)
+    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), hidden) == 2
+    x = torch.randn(3, 32, 8, 8)
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        out = fast(x)
+    # the channel mixer's two products ran on 2 samples, then on 1
+    rows = [m for m, k, n in rec.gemms if n == hidden or k == hidden]
+    assert rows == [2 * 64, 2 * 64, 64, 64]
+    assert out.shape == (3, 32, 8, 8)
+    _compare(fast, plain, x, True, rtol=1e-5)
+    _compare(fast, plain, x, False, rtol=1e-5)
+
+
+def test_fast_path_auto_follows_the_device(monkeypatch):
+    """``'auto'`` (the default) is the fast formulation on CPU, the plain
+    one on a device without tuned kernels (here ``meta``); ``True`` forces
+    the fast one there, with none of the CPU kernels; bad values are
+    refused by name."""
+    model = FCViT(arch=MINI).eval()
+    assert model.fast_path == 'auto'
+    assert all(m.fast_path == 'auto' for m in model.modules()
+               if isinstance(m, FCViTBlock))
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        model(torch.randn(1, 3, 64, 64))
+    assert rec.calls
+    if fcvit_ops.MKLDNN_AVAILABLE:
+        assert all(c.fused for c in rec.calls)
+
+    meta = FCViT(arch=MINI).to('meta').eval()
+    x = torch.empty(3, 3, 64, 64, device='meta')
+    with fcvit_ops.KernelRecorder() as rec:
+        outs = meta(x)
+    assert rec.calls == [] and outs[0].shape == (3, 32, 16, 16)
+    # forced: the fast formulation, but no CPU kernel (no fusion, no batch
+    # chunks even where a CPU batch would be cut into single samples)
+    monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 1)
+    meta.fast_path = True
+    assert fcvit_ops.kernel_set(x) == 'standard'
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        outs = meta(x)
+    assert outs[0].shape == (3, 32, 16, 16)
+    assert len(rec.gemms) == 6 * 5 and not any(c.fused for c in rec.calls)
+    # every product covers the whole batch of 3 (at strides 4..32)
+    assert {m for m, k, n in rec.gemms} == {3 * 16 * 16, 3 * 8 * 8,
+                                             3 * 4 * 4, 3 * 2 * 2}
+
+    # the decision table (a stand-in for tensors of devices not here)
+    from types import SimpleNamespace
+
+    def on(device, dtype):
+        return SimpleNamespace(device=torch.device(device), dtype=dtype)
+
+    suits = fcvit_ops.fast_path_suits
+    assert suits(on('cpu', torch.float32)) and suits(on('cpu', torch.float64))
+    assert suits(on('cuda', torch.bfloat16)) and suits(on('cuda',
+                                                         torch.float16))
+    assert not suits(on('cuda', torch.float32))  # unless autocast is on
+    assert not suits(on('mps', torch.float32))
+
+    for value in ('Auto', 1, 0, True):
+        model.fast_path = value
+    assert model.fast_path is True
+    for bad in ('fast', 2, None, 0.5):
+        with pytest.raises(ValueError, match='fast_path must be'):
+            model.fast_path = bad
+    with pytest.raises(ValueError, match='fast_path must be'):
+        FCViT(arch=MINI, fast_path='cuda')
+
+
+# ---------------------------------------------------------------------- #
+# Triton kernels: in Triton's interpreter on CPU, and on CUDA
+# ---------------------------------------------------------------------- #
+_TRITON_SCRIPT = r'''
+import importlib.util, json, sys
+import torch
+spec = importlib.util.spec_from_file_location('fcvit_triton', sys.argv[1])
+k = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(k)
+k.TILE_ELEMENTS = 128  # several tiles per sample, a partial last one
+torch.manual_seed(0)
+errors = {}
+for dtype in (torch.float32, torch.float64):
+    for shape in ((2, 5, 7, 40), (3, 9, 11, 8), (1, 3, 1, 16)):
+        C = shape[-1]
+        x = (torch.randn(*shape, dtype=dtype) * 2 + 3).requires_grad_()
+        w = torch.randn(C, dtype=dtype, requires_grad=True)
+        b = torch.randn(C, dtype=dtype, requires_grad=True)
+        for affine in (True, False):
+            wb = (w, b) if affine else (None, None)
+            ins = (x, w, b) if affine else (x, )
+            y = k.group_norm1(x, *wb, 1e-5)
+            ref = k.group_norm1_reference(x, *wb, 1e-5)
+            gn = torch.nn.functional.group_norm(
+                x.permute(0, 3, 1, 2), 1, *wb, 1e-5).permute(0, 2, 3, 1)
+            gy = torch.randn_like(y)
+            got = torch.autograd.grad(y, ins, gy)
+            want = torch.autograd.grad(gn, ins, gy)
+            rel = lambda a, e: ((a - e).abs().max() / e.abs().max()).item()
+            name = f'{str(dtype)[6:]} {shape} affine={affine}'
+            errors[name] = dict(
+                dtype=str(y.dtype)[6:], kernel_vs_reference=rel(y, ref),
+                reference_vs_group_norm=rel(ref, gn),
+                grads=[rel(a, e) for a, e in zip(got, want)])
+print(json.dumps(errors))
+'''
+
+
+def test_triton_group_norm1_in_interpreter():
+    """The one-group GroupNorm kernels (forward, input and affine gradients)
+    in Triton's interpreter on CPU, against ``F.group_norm`` and the plain
+    fallback; float32 and float64, several tiles per sample."""
+    pytest.importorskip('triton')
+    import json
+    import os
+    import subprocess
+    import sys
+    from fcvit_mm.models.backbones import fcvit_triton
+    env = dict(os.environ, TRITON_INTERPRET='1')
+    res = subprocess.run(
+        [sys.executable, '-c', _TRITON_SCRIPT, fcvit_triton.__file__],
+        capture_output=True, text=True, env=env, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    errors = json.loads(res.stdout.strip().splitlines()[-1])
+    assert len(errors) == 12
+    for name, e in errors.items():
+        tol = 1e-12 if name.startswith('float64') else 1e-5
+        assert e['dtype'] == name.split()[0]
+        assert e['kernel_vs_reference'] <= tol, (name, e)
+        assert e['reference_vs_group_norm'] <= tol, (name, e)
+        assert len(e['grads']) == (3 if 'True' in name else 1)
+        assert max(e['grads']) <= tol, (name, e)
+
+
+def test_group_norm1_reference_and_checks():
+    """The plain fallback: F.group_norm's numbers (float32 statistics for
+    half inputs, output in the input's dtype), and clear errors."""
+    from fcvit_mm.models.backbones import fcvit_triton as k
+    x = torch.randn(2, 4, 5, 16) * 3 + 1
+    w, b = torch.randn(16), torch.randn(16)
+    ref = F.group_norm(x.permute(0, 3, 1, 2), 1, w, b,
+                       1e-5).permute(0, 2, 3, 1)
+    assert_rel_close(k.group_norm1_reference(x, w, b, 1e-5), ref, 1e-6)
+    half = k.group_norm1_reference(x.bfloat16(), w, b, 1e-5)
+    assert half.dtype == torch.bfloat16
+    assert_rel_close(half.float(), ref, 1e-2)
+    assert not k.kernel_applies(x)
+    with pytest.raises(ValueError, match='together'):
+        k.group_norm1_reference(x, w, None, 1e-5)
+    with pytest.raises(ValueError, match=r'shape \(16,\)'):
+        k.group_norm1_reference(x, w[:8], b[:8], 1e-5)
+    with pytest.raises(ValueError, match='4 dims'):
+        k.group_norm1_reference(x[0], None, None, 1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+@pytest.mark.parametrize('dtype', [torch.float32, torch.bfloat16])
+def test_cuda_triton_group_norm1(dtype):
+    from fcvit_mm.models.backbones import fcvit_triton as k
+    if not k.HAS_TRITON:
+        pytest.skip('Triton is not importable')
+    x = (torch.randn(4, 28, 30, 320, device='cuda') * 2 + 3).to(dtype)
+    x.requires_grad_()
+    w = torch.randn(320, device='cuda', requires_grad=True)
+    b = torch.randn(320, device='cuda', requires_grad=True)
+    assert k.kernel_applies(x)
+    y = k.group_norm1(x, w, b, 1e-5)
+    ref = k.group_norm1_reference(x, w, b, 1e-5)
+    assert y.dtype == dtype
+    gy = torch.randn_like(y)
+    got = torch.autograd.grad(y, (x, w, b), gy)
+    want = torch.autograd.grad(ref, (x, w, b), gy)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    assert_rel_close(y.float(), ref.float(), tol)
+    for a, e, n in zip(got, want, ('input', 'weight', 'bias')):
+        assert_rel_close(a.float(), e.float(), tol, n)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_cuda_auto_path_choice_and_kernels():
+    """On CUDA ``'auto'`` takes the plain path in float32 and the fast one
+    under autocast, there with none of the CPU kernels, and the same
+    outputs as the plain path."""
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = _randomize(FCViT(arch=MINI)).cuda().eval()
+    x = torch.randn(2, 3, 64, 80, device='cuda')
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        ref = model(x)
+    assert rec.calls == []
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16), \
+            fcvit_ops.KernelRecorder() as rec:
+        outs = model(x)
+    assert rec.calls and not any(c.fused for c in rec.calls)
+    for a, b in zip(outs, ref):
+        assert_rel_close(a.float(), b, 5e-2)

@@ -12,10 +12,11 @@ convolutional end to end: feature maps stay (B, C, H, W) tensors, no token
 sequence is ever formed.
 
 Each module below holds two formulations of its math side by side, chosen by
-its ``fast_path`` flag alone (:class:`FastPathMixin`): the plain one, an
-op-by-op transcription of the reference, and the fast one (the default),
-the same function computed on channels-last tensors with the kernels of
-:mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
+its ``fast_path`` flag (:class:`FastPathMixin`; by default from the device
+and dtype of the input): the plain one, an op-by-op transcription of the
+reference, and the fast one (the default on CPU and for half precision on
+CUDA), the same function computed on channels-last tensors with the kernels
+of :mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
 checks that both give the same outputs and gradients. Inputs and outputs of
 :class:`FCViT` are ordinary NCHW tensors either way.
 
@@ -61,21 +62,48 @@ class FastPathMixin:
     two equivalent formulations side by side: the plain one, an op-by-op
     transcription of the reference on NCHW tensors, and the fast one, the
     same function on channels-last tensors with the kernels of
-    :mod:`~fcvit_mm.models.backbones.fcvit_ops`. ``fast_path`` alone
-    chooses (never the input's memory layout); setting it on a module sets
-    it on every FCViT module inside.
+    :mod:`~fcvit_mm.models.backbones.fcvit_ops` (which pick, per call, the
+    kernels that the device, dtype, autograd state and tracing support:
+    the CPU-tuned ones never run on a GPU).
+
+    ``fast_path`` chooses the formulation (never the input's memory
+    layout): ``'auto'`` (the default) decides at each forward from the
+    input's device and dtype
+    (:func:`~fcvit_mm.models.backbones.fcvit_ops.fast_path_suits`: the fast
+    one on CPU and in half precision or autocast on CUDA, else the plain
+    one); ``True`` the fast one everywhere; ``False`` the plain one. Setting
+    it on a module sets it on every FCViT module inside.
     """
-    _fast_path = True
+    _fast_path: Union[bool, str] = 'auto'
 
     @property
-    def fast_path(self) -> bool:
+    def fast_path(self) -> Union[bool, str]:
         return self._fast_path
 
     @fast_path.setter
-    def fast_path(self, value: bool):
+    def fast_path(self, value: Union[bool, str]):
+        value = parse_fast_path(value)
         for m in self.modules():
             if isinstance(m, FastPathMixin):
-                m._fast_path = bool(value)
+                m._fast_path = value
+
+    def _fast(self, x: torch.Tensor) -> bool:
+        """Whether this forward on ``x`` takes the fast formulation."""
+        if self._fast_path == 'auto':
+            return ops.fast_path_suits(x)
+        return self._fast_path
+
+
+def parse_fast_path(value) -> Union[bool, str]:
+    """``True``, ``False`` or ``'auto'`` (any bool-like number is taken as a
+    bool), or a ValueError naming the value."""
+    if isinstance(value, str):
+        if value.lower() == 'auto':
+            return 'auto'
+    elif isinstance(value, (bool, int)) and value in (0, 1):
+        return bool(value)
+    raise ValueError(f"fast_path must be 'auto', True or False, got "
+                     f'{value!r}')
 
 
 def _head_block_diag(v: torch.Tensor, heads: int,
@@ -142,7 +170,7 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def _similarity(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Scores (B, heads, H*W) of ``x`` against its mean token ``g``."""
-        if self.fast_path:
+        if self._fast(x):
             return self._similarity_fast(x, g)
         return self._similarity_plain(x, g)
 
@@ -178,7 +206,7 @@ class GlobalContext(FastPathMixin, nn.Module):
         return self.fc2(u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
+        if self._fast(x):
             return self._add_fast(x, with_input=False)
         B, C, H, W = x.shape
         g = x.mean(dim=(2, 3))
@@ -189,7 +217,7 @@ class GlobalContext(FastPathMixin, nn.Module):
     def add_to(self, x: torch.Tensor) -> torch.Tensor:
         """``x + self(x)``; one fused product on the fast path (returned
         channels-last there)."""
-        if self.fast_path:
+        if self._fast(x):
             return self._add_fast(x, with_input=True)
         return x + self(x)
 
@@ -237,7 +265,7 @@ class TokenMixer(FastPathMixin, nn.Module):
         self.fc2 = _pointwise_mlp(dim, hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
+        if self._fast(x):
             return self._forward_fast(x)
         x = x + self.gc1(x)
         x = _gelu(self.fc1(self.dw1(x)))
@@ -286,7 +314,7 @@ class ChannelMixer(FastPathMixin, nn.Module):
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
+        if self._fast(x):
             return self.forward_fast(x)
         x = self.drop(_gelu(self.dwconv(self.fc1(x))))
         return self.drop(self.fc2(x))
@@ -298,7 +326,9 @@ class ChannelMixer(FastPathMixin, nn.Module):
         hidden, dim = self.fc1.out_channels, self.fc1.in_channels
         w1, b1 = self.fc1.weight.view(hidden, dim), self.fc1.bias
         if norm is not None:
-            b1 = torch.addmv(b1, w1, norm.bias)
+            # a matrix-vector product every exporter knows (ONNX has no
+            # addmv)
+            b1 = b1 + torch.matmul(w1, norm.bias)
             w1 = w1 * norm.weight
         w2, b2 = self.fc2.weight.view(dim, hidden), self.fc2.bias
         if scale is not None:
@@ -322,7 +352,7 @@ class ChannelMixer(FastPathMixin, nn.Module):
         outs = []
         for xc in ops.batch_chunks(xl, self.fc1.out_channels):
             if norm is not None:
-                xc_in = F.layer_norm(xc, xc.shape[1:], eps=norm.eps)
+                xc_in = ops.normalize_nhwc(xc, norm.eps)
             else:
                 xc_in = xc
             h = ops.nhwc(ops.depthwise_conv(
@@ -396,7 +426,7 @@ class FCViTBlock(FastPathMixin, nn.Module):
             drop_path=self.drop_path, residual=True)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.fast_path:
+        if self._fast(x):
             return self._forward_fast(x)
         return self._forward_plain(x)
 
@@ -475,12 +505,17 @@ class FCViT(FastPathMixin, BaseModule):
             Defaults to ``dict(type='BN')``.
         with_cp (bool): Activation checkpointing per block (saves memory,
             same results). Defaults to False.
-        fast_path (bool): Run the network on channels-last tensors with the
-            fast formulations and kernels (same math; inputs and outputs stay
-            ordinary NCHW tensors). False runs the plain op-by-op
-            transcription of the reference, whatever the input's memory
-            layout. Can also be switched on a built model (or a single
-            block) through the ``fast_path`` attribute. Defaults to True.
+        fast_path (bool | str): ``'auto'`` follows the device and dtype of
+            the input: the fast formulation (channels-last tensors, kernels
+            chosen per device and dtype: CPU-tuned ones on CPU, GPU ones on
+            CUDA, standard ops when compiled or exported) on CPU and on CUDA
+            in half precision or autocast, the plain one elsewhere (float32
+            CUDA included). True forces the fast formulation, False the
+            plain op-by-op transcription of the reference, whatever the
+            input's memory layout. Same math either way; inputs and outputs
+            stay ordinary NCHW tensors. Can also be switched on a built model
+            (or a single block) through the ``fast_path`` attribute.
+            Defaults to ``'auto'``.
         init_cfg (dict | list[dict], optional): Initialisation config. A
             ``Pretrained`` entry accepts this project's checkpoints (with
             ``prefix``) and the reference's checkpoints as published.
@@ -512,7 +547,7 @@ class FCViT(FastPathMixin, BaseModule):
                  layer_scale_init_value: float = 1e-6,
                  norm_cfg: dict = dict(type='BN'),
                  with_cp: bool = False,
-                 fast_path: bool = True,
+                 fast_path: Union[bool, str] = 'auto',
                  init_cfg: Optional[Union[dict, list]] = None):
         super().__init__(init_cfg=init_cfg)
         arch = self.parse_arch(arch)
@@ -690,7 +725,7 @@ class FCViT(FastPathMixin, BaseModule):
                 f'{x.shape[2]} x {x.shape[3]}')
         # fast path: channels-last inside; the plain path takes the input as
         # it comes; the outputs are ordinary (contiguous) NCHW tensors
-        fast = self.fast_path
+        fast = self._fast(x)
         if fast:
             x = ops.to_channels_last(x)
         x = self.patch_embed(x)

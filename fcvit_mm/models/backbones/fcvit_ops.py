@@ -5,30 +5,38 @@ The model's math lives in :mod:`fcvit_mm.models.backbones.fcvit`, where each
 module holds its plain and its fast formulation side by side. The fast
 formulations run on *channels-last* tensors (logically NCHW, stored NHWC),
 so that a 1x1 convolution is a matrix product on an ``(N*H*W, C)`` view, and
-call the kernels below, which choose the fastest implementation of one
-operation for the device, dtype and autograd state at hand:
+call the kernels below. Each kernel is chosen by what the situation supports
+(:func:`kernel_set`): the tensor's device and dtype, the autograd state, and
+whether the forward is being traced, exported or compiled; only the kernel
+lines branch, every branch computes the same function.
 
-* :func:`linear`: a 1x1 convolution on an NHWC tensor (MKL GEMM on CPU);
-  in inference (CPU, float32, nothing to differentiate) its GELU or residual
-  add runs in place on the product.
-* :func:`depthwise_conv`: a depthwise convolution on a channels-last
-  tensor. In inference it is oneDNN's fused convolution (+ GELU) kernel; in
-  training on CPU, kernels from :data:`FFT_GRAD_MIN_KERNEL` on take their
-  weight gradient from :func:`depthwise_weight_grad_fft` (oneDNN's
-  backward-weights pass for an 11x11 depthwise convolution is several times
-  slower than its forward; the gradient is a cross-correlation of the input
-  with the output gradient, summed over the batch, which an FFT computes to
-  float rounding).
-* :func:`group_norm`: a GroupNorm that keeps the channels-last layout (on
-  GPUs, one group is a LayerNorm of the NHWC view).
-* :func:`batch_chunks`: a CPU batch split so that a wide hidden tensor stays
-  below :data:`CHUNK_BYTES` (cache-friendly, and under glibc's mmap
-  threshold, above which every allocation is returned to the OS on free and
-  page-faulted in again on the next use).
+* ``'cpu'`` kernels (CPU, eager):
 
-Everything is ordinary differentiable PyTorch (except the FFT weight
-gradient, a small ``autograd.Function``), so CUDA and autocast run the same
-code without the CPU-only kernels.
+  * :func:`linear`: a 1x1 convolution on an NHWC tensor (MKL GEMM); in
+    inference (float32, nothing to differentiate) its GELU or residual add
+    runs in place on the product.
+  * :func:`depthwise_conv`: in inference oneDNN's fused convolution
+    (+ GELU) kernel; in training, kernels from :data:`FFT_GRAD_MIN_KERNEL`
+    on take their weight gradient from :func:`depthwise_weight_grad_fft`
+    (oneDNN's backward-weights pass for an 11x11 depthwise convolution is
+    several times slower than its forward; the gradient is a
+    cross-correlation of the input with the output gradient, summed over
+    the batch, which an FFT computes to float rounding).
+  * :func:`batch_chunks`: the channel mixer's batch in chunks whose wide
+    hidden tensor stays below :data:`CHUNK_BYTES` (cache-friendly, and under
+    glibc's mmap threshold, above which every allocation is returned to the
+    OS on free and page-faulted in again on the next use).
+
+* ``'cuda'`` kernels (CUDA, eager): none of the CPU pieces above; the
+  one-group GroupNorms (:func:`group_norm`, :func:`normalize_nhwc`) keep the
+  channels-last layout with float32 statistics and an output in the input's
+  dtype (Triton kernels of :mod:`~fcvit_mm.models.backbones.fcvit_triton`
+  when Triton is importable, else the same math in PyTorch ops).
+* ``'standard'`` kernels (traced by ``torch.jit.trace`` / ONNX export,
+  exported by ``torch.export``, compiled by ``torch.compile``, or another
+  device): standard differentiable aten ops only, no in-place update of a
+  result, no ``autograd.Function``, no batch chunks, so that every exporter
+  knows each op and a compiler sees one graph.
 
 Measurement hook: :class:`KernelRecorder` is a context manager that records
 every :func:`linear` and :func:`depthwise_conv` call (shapes, and whether
@@ -41,10 +49,58 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import fcvit_triton
+
 #: Upper bound (bytes) of a chunk of the channel mixer's hidden tensor (CPU).
 CHUNK_BYTES = 16 << 20
 #: Depthwise kernels from this size on use the FFT weight gradient on CPU.
 FFT_GRAD_MIN_KERNEL = 7
+#: Whether this PyTorch build has oneDNN (asked once: the call inside a
+#: forward would break ``torch.compile``'s graph).
+MKLDNN_AVAILABLE = torch.backends.mkldnn.is_available()
+
+
+# ---------------------------------------------------------------------- #
+# kernel choice
+# ---------------------------------------------------------------------- #
+def is_traced() -> bool:
+    """Whether the running forward is being compiled (``torch.compile``),
+    exported (``torch.export``, ONNX) or traced (``torch.jit.trace``)."""
+    return (torch.compiler.is_compiling() or torch.jit.is_tracing()
+            or torch.onnx.is_in_onnx_export())
+
+
+def kernel_set(x: torch.Tensor) -> str:
+    """The kernels for ``x``: ``'standard'`` when traced / exported /
+    compiled (see :func:`is_traced`), else ``'cpu'`` or ``'cuda'`` by
+    ``x``'s device (``'standard'`` on any other device)."""
+    if is_traced():
+        return 'standard'
+    device = x.device.type
+    return device if device in ('cpu', 'cuda') else 'standard'
+
+
+def fast_path_suits(x: torch.Tensor) -> bool:
+    """Whether ``fast_path='auto'`` runs the fast formulation on ``x``.
+
+    * CPU, any dtype: yes (measured: 3.4x / 2.6x the plain path's
+      throughput in inference / training, float32);
+    * CUDA in float16 / bfloat16 (``x`` itself or autocast on): yes, with
+      the CUDA kernels of this module (channels-last: cuDNN's depthwise
+      kernels rather than PyTorch's native NCHW ones, GroupNorms without
+      NCHW round trips); a design whose speed awaits GPU figures;
+    * CUDA in float32: no (measured on an H100 before the CUDA kernels
+      existed: the channels-last formulation at 0.38x / 0.52x the plain
+      path's throughput, inference / training);
+    * any other device: no (no kernels tuned for it).
+    """
+    device = x.device.type
+    if device == 'cpu':
+        return True
+    if device == 'cuda':
+        return (x.dtype in (torch.float16, torch.bfloat16)
+                or torch.is_autocast_enabled('cuda'))
+    return False
 
 
 # ---------------------------------------------------------------------- #
@@ -128,9 +184,8 @@ def nchw(x: torch.Tensor) -> torch.Tensor:
 def mkldnn_fusable(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
     """Whether oneDNN's fused inference kernels may run: CPU, float32,
     nothing to differentiate, no autocast."""
-    if x.device.type != 'cpu' or x.dtype != torch.float32:
-        return False
-    if not torch.backends.mkldnn.is_available():
+    if (not MKLDNN_AVAILABLE or x.dtype != torch.float32
+            or kernel_set(x) != 'cpu'):
         return False
     if torch.is_autocast_enabled('cpu'):
         return False
@@ -153,7 +208,7 @@ def linear(x: torch.Tensor,
     if gelu and residual is not None:
         raise ValueError('linear: gelu and residual are exclusive')
     fused = mkldnn_fusable(x, weight, bias)
-    if _RECORDERS:
+    if _RECORDERS and not is_traced():
         _record(KernelCall('gemm', (x.numel() // x.shape[-1],
                                     weight.shape[1], weight.shape[0]), fused))
     y = F.linear(x, weight, bias)
@@ -253,7 +308,7 @@ class DepthwiseConvFFTGrad(torch.autograd.Function):
 def _fft_grad_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or conv.weight.requires_grad)
-    return (needs_grad and x.device.type == 'cpu'
+    return (needs_grad and kernel_set(x) == 'cpu'
             and x.dtype in (torch.float32, torch.float64)
             and not torch.is_autocast_enabled('cpu')
             and min(conv.kernel_size) >= FFT_GRAD_MIN_KERNEL
@@ -267,7 +322,7 @@ def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
     tensor; returns channels-last."""
     pad = tuple(conv.padding)
     fused = mkldnn_fusable(x, conv.weight, conv.bias)
-    if _RECORDERS:
+    if _RECORDERS and not is_traced():
         _record(KernelCall('depthwise', tuple(x.shape), fused, conv, gelu))
     if fused:
         return torch.ops.mkldnn._convolution_pointwise(
@@ -286,25 +341,53 @@ def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
 # ---------------------------------------------------------------------- #
 # norms and batch chunks
 # ---------------------------------------------------------------------- #
-def group_norm(x: torch.Tensor, num_groups: int, weight: torch.Tensor,
-               bias: torch.Tensor, eps: float) -> torch.Tensor:
-    """``F.group_norm`` on a channels-last tensor, returned channels-last."""
-    if x.device.type != 'cpu' and num_groups == 1:
-        # GPU GroupNorm kernels want NCHW: normalise the NHWC view instead
-        xl = nhwc(x)
-        y = F.layer_norm(xl, xl.shape[1:], eps=eps)
-        return nchw(torch.addcmul(bias.to(y.dtype), y, weight.to(y.dtype)))
+def group_norm(x: torch.Tensor, num_groups: int,
+               weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
+               eps: float) -> torch.Tensor:
+    """``F.group_norm`` on a channels-last tensor, returned channels-last.
+
+    With the ``'cuda'`` kernels one group is :func:`group_norm1_nhwc` on the
+    NHWC view (CUDA's GroupNorm kernels make a channels-last input
+    contiguous, forward and backward)."""
+    if num_groups == 1 and kernel_set(x) == 'cuda':
+        return nchw(group_norm1_nhwc(nhwc(x), weight, bias, eps))
     y = F.group_norm(x, num_groups, weight, bias, eps)
     if not y.is_contiguous(memory_format=torch.channels_last):
         y = to_channels_last(y)
     return y
 
 
+def normalize_nhwc(x: torch.Tensor, eps: float) -> torch.Tensor:
+    """A one-group GroupNorm without affine of an NHWC tensor ``x``: each
+    sample standardised over all its elements (biased variance)."""
+    kernels = kernel_set(x)
+    if kernels == 'cuda':
+        return group_norm1_nhwc(x, None, None, eps)
+    if kernels == 'standard':
+        # a LayerNorm's normalised shape would be the traced (dynamic) size
+        # of the input, which ONNX's LayerNormalization cannot take
+        return fcvit_triton.group_norm1_reference(x, None, None, eps)
+    return F.layer_norm(x, x.shape[1:], eps=eps)
+
+
+def group_norm1_nhwc(x: torch.Tensor, weight: Optional[torch.Tensor],
+                     bias: Optional[torch.Tensor],
+                     eps: float) -> torch.Tensor:
+    """One-group GroupNorm of an NHWC tensor with float32 statistics and an
+    output in ``x``'s dtype: the Triton kernel where it runs, else the same
+    math in PyTorch ops (:func:`~fcvit_mm.models.backbones.fcvit_triton.
+    group_norm1_reference`)."""
+    if fcvit_triton.kernel_applies(x):
+        return fcvit_triton.group_norm1(x, weight, bias, eps)
+    return fcvit_triton.group_norm1_reference(x, weight, bias, eps)
+
+
 def chunk_size(x: torch.Tensor, hidden: int) -> int:
     """Samples per chunk of an NHWC batch ``x`` whose per-sample hidden
-    tensor has ``hidden`` channels (the whole batch off the CPU)."""
+    tensor has ``hidden`` channels (the whole batch but with the ``'cpu'``
+    kernels)."""
     B, H, W, _ = x.shape
-    if x.device.type != 'cpu':
+    if kernel_set(x) != 'cpu':
         return B
     per_sample = H * W * hidden * x.element_size()
     return max(1, min(B, CHUNK_BYTES // max(per_sample, 1)))

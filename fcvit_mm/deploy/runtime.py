@@ -1,0 +1,149 @@
+# Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
+"""Run an export of :func:`fcvit_mm.deploy.export_model` in ONNX Runtime.
+
+:func:`init_onnx_model` returns the library's own model, built from the
+exported config without weights, whose network parts are answered by ONNX
+Runtime sessions. Everything else (test pipeline, data preprocessor,
+post-processing) is the library's code, so its inference functions take the
+model as they take a PyTorch one::
+
+    model = init_onnx_model('work_dirs/maskrcnn_onnx')
+    result = mmdet.apis.inference_detector(model, 'demo.jpg')
+"""
+import json
+import os.path as osp
+from typing import List, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from .export import FORMAT_VERSION, MANIFEST, load_config
+from .parts import resolve
+from .structure import flatten, unflatten
+
+
+class OnnxPart:
+    """A callable that stands in for a method of the library model: it
+    flattens its first argument, checks it against what the graph takes,
+    runs the graph and rebuilds the method's output structure."""
+
+    def __init__(self, session, entry: dict, min_size: Optional[int] = None):
+        self.session = session
+        self.entry = entry
+        self.name = entry['name']
+        self.min_size = min_size
+        self.inputs = session.get_inputs()
+
+    def check(self, tensors: List[torch.Tensor]) -> None:
+        """Raise a ValueError naming the problem if the graph cannot take
+        ``tensors``."""
+        if len(tensors) != len(self.inputs):
+            raise ValueError(f'the exported {self.name} takes '
+                             f'{len(self.inputs)} tensors, got {len(tensors)}')
+        for t, spec in zip(tensors, self.inputs):
+            shape = tuple(t.shape)
+            if len(shape) != len(spec.shape):
+                raise ValueError(
+                    f'the exported {self.name} takes {spec.name!r} with '
+                    f'{len(spec.shape)} dims {spec.shape}, got shape {shape}')
+            fixed = [(d, s) for d, s in zip(shape, spec.shape)
+                     if isinstance(s, int) and d != s]
+            if fixed:
+                raise ValueError(
+                    f'the exported {self.name} takes {spec.name!r} of shape '
+                    f'{spec.shape} (exported with a static shape; export '
+                    f'with dynamic shapes to feed other sizes), got {shape}')
+        if self.entry.get('image_input') and self.min_size:
+            h, w = tensors[0].shape[2:]
+            if h < self.min_size or w < self.min_size:
+                raise ValueError(
+                    f'the exported {self.name} needs images of at least '
+                    f'{self.min_size} x {self.min_size} pixels (the '
+                    f'backbone\'s total stride), got {h} x {w}')
+
+    def __call__(self, x, *args, **kwargs):
+        tensors, _ = flatten(x)
+        self.check(tensors)
+        feed = {spec.name: t.detach().cpu().float().contiguous().numpy()
+                for spec, t in zip(self.inputs, tensors)}
+        outs = self.session.run(None, feed)
+        return unflatten([torch.from_numpy(np.ascontiguousarray(o))
+                          for o in outs], self.entry['out_spec'])
+
+
+def _identity(x, *args, **kwargs):
+    return x
+
+
+def read_manifest(export_dir: str) -> dict:
+    """The manifest of an export folder, or an error naming what is
+    wrong."""
+    path = osp.join(export_dir, MANIFEST)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'{export_dir!r} is not an export of '
+                                f'tools/deployment/export_onnx.py: no '
+                                f'{MANIFEST}')
+    with open(path) as f:
+        manifest = json.load(f)
+    if manifest.get('format') != FORMAT_VERSION:
+        raise ValueError(f'{path}: format {manifest.get("format")!r}, this '
+                         f'fcvit_mm reads format {FORMAT_VERSION}')
+    return manifest
+
+
+def _library_model(config, scope: str) -> nn.Module:
+    """The library's model built by the library's own init function,
+    without weights."""
+    if scope == 'mmdet':
+        from mmdet.apis import init_detector
+        return init_detector(config, None, palette='none', device='cpu')
+    if scope == 'mmseg':
+        from mmseg.apis import init_model
+        return init_model(config, None, device='cpu')
+    from mmpretrain.apis import get_model
+    return get_model(config, pretrained=False, device='cpu')
+
+
+def init_onnx_model(export_dir: str, threads: Optional[int] = None,
+                    providers: Optional[List[str]] = None) -> nn.Module:
+    """The library model of an export, its network run by ONNX Runtime.
+
+    Args:
+        export_dir: folder written by :func:`fcvit_mm.deploy.export_model`.
+        threads: ONNX Runtime intra-op threads (default: its own choice).
+        providers: ONNX Runtime execution providers (default: CPU).
+    """
+    import warnings
+
+    import onnxruntime as ort
+    manifest = read_manifest(export_dir)
+    cfg, scope = load_config(osp.join(export_dir, manifest['config']))
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # no checkpoint: meta comes below
+        model = _library_model(cfg, scope)
+    if manifest.get('dataset_meta'):
+        meta = {k: tuple(v) if isinstance(v, list) else v
+                for k, v in manifest['dataset_meta'].items()}
+        if scope == 'mmpretrain':
+            model._dataset_meta = meta
+        else:
+            model.dataset_meta = meta
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+    model.onnx_parts = {}
+    for entry in manifest['parts']:
+        session = ort.InferenceSession(
+            osp.join(export_dir, entry['file']), opts,
+            providers=providers or ['CPUExecutionProvider'])
+        part = OnnxPart(session, entry, manifest.get('min_size'))
+        owner, attr = resolve(model, entry['replaces'])
+        setattr(owner, attr, part)
+        for path in entry['identity']:
+            owner, attr = resolve(model, path)
+            setattr(owner, attr, _identity)
+        model.onnx_parts[entry['name']] = part
+    model.onnx_manifest = manifest
+    return model.eval()
