@@ -24,7 +24,7 @@ The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
 the reference implementation's names inside a block, so that its published
 checkpoints convert with a plain key renaming
-(:func:`fcvit_mm.utils.checkpoint.convert_reference_state_dict`), which a
+(:func:`fcvit_mm.models.checkpoint.convert_reference_state_dict`), which a
 ``load_state_dict`` pre-hook applies whatever loads the model.
 """
 from typing import Dict, Optional, Sequence, Tuple, Union
