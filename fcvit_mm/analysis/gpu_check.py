@@ -247,8 +247,9 @@ def run_parent(args) -> dict:
                   flush=True)
             sections[section] = _run_section(section, timeout, args,
                                              results_path, env, log)
-            print(f'[gpu_check] {section}: {sections[section]["seconds"]:.0f}'
-                  f' s{"; " + sections[section]["reason"] if sections[section]["reason"] else ""}',
+            done = sections[section]
+            print(f'[gpu_check] {section}: {done["seconds"]:.0f} s'
+                  + (f'; {done["reason"]}' if done['reason'] else ''),
                   flush=True)
     records = _read_results(results_path)
     for section, planned in cells.items():
@@ -278,6 +279,11 @@ def run_parent(args) -> dict:
 # ---------------------------------------------------------------------- #
 def _fmt(v, spec='.1f'):
     return '-' if v is None else format(v, spec)
+
+
+def _ratio(a, b) -> str:
+    """``a / b`` to two decimals, ``-`` when either is missing."""
+    return _fmt(a / b if a and b else None, '.2f')
 
 
 def _val(rec: Optional[dict], field: str):
@@ -356,11 +362,10 @@ def format_report(result: dict) -> str:
                         f'{m:<20} {str("-" if fp is None else fp):<9} '
                         f'{amp:<5} {mode:<9} '
                         f'{_mark(e) or _fmt(te):>8} '
-                        f'{_fmt(r_eager / te if te and r_eager else None, ".2f"):>7} '
-                        f'{_mark(c) or _fmt(tc) if c else "":>9} '
-                        f'{_fmt(r_best / best if best and r_best else None, ".2f"):>7} '
-                        f'{_fmt(mem, ".0f"):>9} '
-                        f'{_fmt(mem / r_mem if mem and r_mem else None, ".2f"):>6}')
+                        f'{_ratio(r_eager, te):>7} '
+                        f'{(_mark(c) or _fmt(tc)) if c else "":>9} '
+                        f'{_ratio(r_best, best):>7} '
+                        f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
     dense = [c for c in result['cells'] if c['key'].startswith('dense/')]
     if dense:
         lines.append('')
@@ -383,9 +388,8 @@ def format_report(result: dict) -> str:
                 lines.append(
                     f'{name:<44} {c["batch"]:>5} {size:>9} {c["amp"]:<5} '
                     f'{_mark(c) or _fmt(ms):>8} '
-                    f'{_fmt(r_ms / ms if ms and r_ms else None, ".2f"):>7} '
-                    f'{_fmt(mem, ".0f"):>9} '
-                    f'{_fmt(mem / r_mem if mem and r_mem else None, ".2f"):>6}')
+                    f'{_ratio(r_ms, ms):>7} '
+                    f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
     missing = [c for c in result['cells'] if c['status'] != 'ok'
                and c['key'] not in ('env', 'tests')]
     if env and env['status'] != 'ok':
