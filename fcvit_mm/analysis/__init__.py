@@ -10,7 +10,12 @@ Not imported by ``fcvit_mm`` itself nor by any training job:
   mmpretrain;
 * :mod:`.measure`: benchmark targets, interleaved timing, peak memory, the
   OpenMP wait policy and the command-line options the measuring tools
-  share.
+  share;
+* :mod:`.gpu_check`: the GPU check (CUDA tests and the benchmark table in
+  bounded time, each section in its own process);
+* :mod:`.ops_standin`: torchvision-backed ``nms`` / ``batched_nms`` /
+  ``RoIAlign`` / ``sigmoid_focal_loss`` registered as ``mmcv.ops`` where
+  mmcv's compiled ops are missing.
 
 Kernel recording for the kernel floor is
 :class:`fcvit_mm.models.backbones.fcvit_ops.KernelRecorder`.

@@ -44,18 +44,26 @@ _M_MMAP_THRESHOLD = -3  # glibc mallopt parameter
 class ImageTarget:
     """A named image model (:func:`~.models.build_backbone` in a
     :class:`~.models.Classifier`) with its random batch. FCViT names with
-    ``-cl`` and peers with ``--channels-last`` get model and input
-    converted to channels-last by hand."""
+    ``-cl``, peers with a ``-cl`` suffix or ``--channels-last`` get model
+    and input converted to channels-last by hand. With ``args.compile``
+    (``False``, or the keyword arguments of ``torch.compile``), the forward
+    (inference) and forward + loss (training) are compiled; the backward
+    is then the compiled graph's own."""
 
     def __init__(self, name: str, args):
         self.name = self.spec = name
-        self.model = Classifier(build_backbone(name),
-                                backbone_only=args.backbone_only)
-        self.model.to(args.device)
+        base = name
         if name.startswith('fcvit-'):
             self.channels_last = 'cl' in parse_fcvit_name(name)[1]
         else:
-            self.channels_last = args.channels_last
+            if name.endswith('-cl'):
+                base = name[:-len('-cl')]
+            self.channels_last = args.channels_last or base != name
+        self.model = Classifier(build_backbone(base),
+                                backbone_only=args.backbone_only)
+        self.model.to(args.device)
+        #: what the backbone's ``fast_path`` is, as built (FCViT only)
+        self.fast_path = getattr(self.model.backbone, 'fast_path', None)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         H, W = args.size
@@ -65,21 +73,29 @@ class ImageTarget:
         self.y = torch.randint(0, 1000, (args.batch, ), device=args.device)
         self.params = sum(p.numel() for p in self.model.backbone.parameters())
         self.images = args.batch
+        compile_kwargs = getattr(args, 'compile', False)
+        self.compiled = compile_kwargs is not False
+        self._forward, self._loss = self.model, self.model.loss
+        if self.compiled:
+            kwargs = {} if compile_kwargs is True else dict(compile_kwargs)
+            self._forward = torch.compile(self.model, **kwargs)
+            self._loss = torch.compile(self.model.loss, **kwargs)
 
     def infer(self):
         self.model.eval()
         with torch.no_grad():
-            self.model(self.x)
+            self._forward(self.x)
 
     def train(self):
         self.model.train()
-        self.model.loss(self.x, self.y).backward()
+        self._loss(self.x, self.y).backward()
         self.model.zero_grad(set_to_none=True)
 
 
 class ConfigTarget:
     """One iteration of a whole model built from a config on a synthetic
-    batch; a ``@plain`` suffix puts FCViT on its plain path."""
+    batch; a ``@plain`` suffix puts FCViT on its plain path;
+    ``args.cfg_options`` (if any) is applied to the config."""
 
     def __init__(self, path: str, args):
         self.spec = path
@@ -87,7 +103,8 @@ class ConfigTarget:
         if plain:
             path = path[:-len('@plain')]
         self.name = osp.splitext(osp.basename(path.split('::')[-1]))[0]
-        model, cfg, scope = build_model_from_config(path)
+        model, cfg, scope = build_model_from_config(
+            path, getattr(args, 'cfg_options', None))
         if plain:
             self.name += '@plain'
             use_plain_path(model)

@@ -1,18 +1,21 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """Models for the analysis tools: by name, or from a config."""
 import os.path as osp
-from typing import FrozenSet, Tuple
+from typing import FrozenSet, Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-#: mmpretrain backbones the benchmark compares with
-PEERS = ('resnet50', 'convnext-t', 'poolformer-s12')
-#: suffixes of ``fcvit-ARCH``: plain path, activation checkpointing,
-#: channels-last by hand
-FCVIT_FLAGS = ('plain', 'cp', 'cl')
-NAME_FORMAT = 'fcvit-ARCH[-plain][-cp][-cl]'
+#: backbones the benchmark compares with: mmpretrain's, and torchvision's
+#: ResNet-50 (``resnet50-tv``: needs no mmpretrain, e.g. on a GPU machine
+#: that only has torch and torchvision)
+PEERS = ('resnet50', 'convnext-t', 'poolformer-s12', 'resnet50-tv')
+#: suffixes of ``fcvit-ARCH``: plain path (``fast_path=False``), fast path
+#: forced (``fast_path=True``; without either, the constructor's default),
+#: activation checkpointing, channels-last by hand
+FCVIT_FLAGS = ('plain', 'cp', 'cl', 'fast')
+NAME_FORMAT = 'fcvit-ARCH[-plain][-cp][-cl][-fast]'
 
 
 def parse_fcvit_name(name: str,
@@ -34,6 +37,8 @@ def parse_fcvit_name(name: str,
         problem = f'unknown FCViT arch {arch!r}'
     elif given - set(flags):
         problem = f'unknown suffix {sorted(given - set(flags))}'
+    elif {'plain', 'fast'} <= given:
+        problem = "suffixes '-plain' and '-fast' exclude each other"
     else:
         return arch, given
     raise ValueError(f'{problem} in {name!r}: use {usage} with ARCH in '
@@ -41,14 +46,23 @@ def parse_fcvit_name(name: str,
 
 
 def build_backbone(name: str) -> nn.Module:
-    """A backbone by name: ``fcvit-ARCH[-plain][-cp][-cl]`` (the default
-    constructor; ``-cl`` is the caller's business) or one of
-    :data:`PEERS` (mmpretrain's, as shipped)."""
+    """A backbone by name: ``fcvit-ARCH[-plain][-cp][-cl][-fast]`` (the
+    default constructor, ``fast_path`` set only by ``-plain`` / ``-fast``;
+    ``-cl`` is the caller's business) or one of :data:`PEERS`
+    (mmpretrain's as shipped, or torchvision's ResNet-50 without its
+    classifier)."""
     if name.startswith('fcvit-'):
         from fcvit_mm.models import FCViT
         arch, flags = parse_fcvit_name(name)
-        return FCViT(arch=arch, with_cp='cp' in flags,
-                     fast_path='plain' not in flags)
+        kwargs = dict(arch=arch, with_cp='cp' in flags)
+        if flags & {'plain', 'fast'}:
+            kwargs['fast_path'] = 'fast' in flags
+        return FCViT(**kwargs)
+    if name == 'resnet50-tv':
+        import torchvision
+        model = torchvision.models.resnet50()
+        model.fc = nn.Identity()  # pooled features; the Classifier's head
+        return model
     if name in PEERS:
         from mmpretrain.models import ConvNeXt, PoolFormer, ResNet
         if name == 'resnet50':
@@ -127,28 +141,32 @@ def find_fcvit(model: nn.Module):
 def resolve_config_path(path: str) -> str:
     """``pkg::rel/path.py`` -> the file shipped in ``pkg``'s ``.mim``."""
     if '::' in path:
+        import importlib.util
         pkg, rel = path.split('::', 1)
-        from mmengine.utils import get_installed_path
         try:
-            root = get_installed_path(pkg)
-        except Exception as e:  # noqa: BLE001
+            spec = importlib.util.find_spec(pkg)
+        except (ImportError, ValueError):
+            spec = None
+        if spec is None or spec.origin is None:
             raise FileNotFoundError(
-                f'config {path!r}: package {pkg!r} is not installed') from e
-        path = osp.join(root, '.mim', 'configs', rel)
+                f'config {path!r}: package {pkg!r} is not installed')
+        path = osp.join(osp.dirname(spec.origin), '.mim', 'configs', rel)
     if not osp.isfile(path):
         raise FileNotFoundError(f'config file not found: {path!r}')
     return path
 
 
-def build_model_from_config(path: str):
+def build_model_from_config(path: str, cfg_options: Optional[dict] = None):
     """(model, cfg, scope) for a config, as the libraries' runners build it
     (top-level ``data_preprocessor`` merged in), without pretrained
-    weights."""
+    weights; ``cfg_options`` as ``--cfg-options`` (``{'a.b': value}``)."""
     import importlib
 
     from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
     cfg = Config.fromfile(resolve_config_path(path))
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
         raise ValueError(f'config {path!r}: default_scope {scope!r} is not '

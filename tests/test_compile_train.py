@@ -1,0 +1,163 @@
+"""mmengine's ``compile`` through the libraries' own ``tools/train.py``
+(mmdet, mmseg, mmpretrain, as shipped in their ``.mim``): configs that
+inherit our demo configs train a couple of iterations to the end with
+``compile=dict(...)``; and detection's varying input sizes, counted: once
+the first sizes have been seen, a new size recompiles no graph that holds
+backbone code.
+
+CPU compiles are slow on two cores: the classification run compiles with
+inductor (mmengine's default backend), detection and segmentation with
+``aot_eager`` (dynamo's graph capture and AOT autograd without code
+generation), the recompile count with a counting backend (capture only).
+"""
+import json
+import os
+import os.path as osp
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+from helpers import generated_shapes
+
+CONFIGS = osp.join(ROOT, 'configs')
+LIBS = dict(detection='mmdet', segmentation='mmseg',
+            classification='mmpretrain')
+DEMOS = dict(
+    detection='detection/demo_maskrcnn_fcvit_tiny_shapes.py',
+    segmentation='segmentation/demo_fpn_fcvit_tiny_shapes.py',
+    classification='classification/demo_fcvit_tiny_shapes.py')
+BACKENDS = dict(detection='aot_eager', segmentation='aot_eager',
+                classification='inductor')
+FORMATS = dict(detection='coco', segmentation='ade20k',
+               classification='imagenet')
+MAX_ITERS = dict(detection=3, segmentation=2, classification=2)
+
+#: the demo configs, two or three iterations at 64 x 64 on the generated
+#: shapes, no validation within them, one loader process
+SMALL = '''
+_base_ = {base!r}
+data_root = {root!r}
+max_iters = {iters}
+train_cfg = dict(max_iters=max_iters, val_interval=100)
+param_scheduler = []
+default_hooks = dict(logger=dict(interval=1),
+                     checkpoint=dict(interval=100, save_last=False))
+compile = dict(backend={backend!r})
+randomness = dict(seed=0)
+'''
+SMALL_TASK = dict(
+    # images at several sizes, batches padded to one size; the counting
+    # backend and its hook (tests/compile_counter.py)
+    detection='''
+custom_imports = dict(imports=['fcvit_mm', 'compile_counter'],
+                      allow_failed_imports=False)
+custom_hooks = [dict(type='CompileCountHook')]
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+    dict(type='RandomChoiceResize', scales=[(64, 48), (96, 96), (128, 80)],
+         keep_ratio=True),
+    dict(type='PackDetInputs')]
+model = dict(data_preprocessor=dict(batch_augments=[
+    dict(type='BatchFixedSizePad', size=(128, 128), pad_mask=True)]))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root,
+                                     pipeline=train_pipeline))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+test_evaluator = val_evaluator
+''',
+    segmentation='''
+model = dict(data_preprocessor=dict(size=(64, 64)))
+train_dataloader = dict(batch_size=2, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+''',
+    classification='''
+# a four-block FCViT: inductor's CPU code generation is the cost here;
+# one parameter group (with the recipe's no-decay groups, dynamo of torch
+# 2.14 fails inside AdamW.step: see docs/performance.md)
+optim_wrapper = dict(paramwise_cfg=None)
+model = dict(backbone=dict(arch=dict(_delete_=True, layers=[1, 1, 1, 1],
+                                     embed_dims=[16, 32, 48, 64],
+                                     mlp_ratios=[2, 2, 2, 2])),
+             head=dict(in_channels=64))
+train_dataloader = dict(batch_size=4, num_workers=0, persistent_workers=False,
+                        dataset=dict(data_root=data_root))
+val_dataloader = dict(num_workers=0, persistent_workers=False,
+                      dataset=dict(data_root=data_root))
+test_dataloader = val_dataloader
+''')
+
+
+def _library_train_py(task):
+    lib = pytest.importorskip(LIBS[task])
+    tool = osp.join(osp.dirname(lib.__file__), '.mim', 'tools', 'train.py')
+    if not osp.isfile(tool):
+        pytest.skip(f'this {LIBS[task]} installation ships no tools/train.py')
+    return tool
+
+
+def _train(task, tmp_path_factory, extra_cfg='', extra_env=None,
+           backend=None):
+    """The library's own train.py on the small config; its output."""
+    tool = _library_train_py(task)
+    root = generated_shapes(tmp_path_factory, f'compile_{task}',
+                            FORMATS[task], num_train=4, num_val=2,
+                            img_size=64, seed=0)
+    work = tmp_path_factory.mktemp(f'compile_{task}_work')
+    cfg = work / 'small.py'
+    cfg.write_text(SMALL.format(base=osp.join(CONFIGS, DEMOS[task]),
+                                root=root.rstrip('/') + '/',
+                                backend=backend or BACKENDS[task],
+                                iters=MAX_ITERS[task]) +
+                   SMALL_TASK[task] + extra_cfg)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
+               PYTHONPATH=os.pathsep.join([ROOT, osp.join(ROOT, 'tests')]),
+               **(extra_env or {}))
+    res = subprocess.run(
+        [sys.executable, tool, str(cfg), '--work-dir', str(work / 'w')],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, timeout=900)
+    out = res.stdout
+    assert res.returncode == 0, out[-4000:]
+    assert 'Model has been "compiled"' in out, out[-4000:]
+    last = f'Iter(train) [{MAX_ITERS[task]}/{MAX_ITERS[task]}]'
+    lines = [ln for ln in out.splitlines() if last in ln]
+    assert lines, out[-4000:]
+    assert ' loss: ' in lines[0] and 'nan' not in lines[0].lower()
+    return out
+
+
+@pytest.mark.parametrize('task', ['segmentation', 'classification'])
+def test_compile_through_library_train_py(task, tmp_path_factory):
+    _train(task, tmp_path_factory)
+
+
+def test_detection_compiles_backbone_once_across_sizes(tmp_path_factory,
+                                                       tmp_path):
+    """mmdet's train.py, ``compile=dict(backend=...)``: images resized to
+    several sizes, batches padded to one fixed size by the data
+    preprocessor (``BatchFixedSizePad``, the bound docs/performance.md
+    describes): the graphs holding backbone code are compiled in the first
+    iteration only."""
+    log = tmp_path / 'compiles.jsonl'
+    _train('detection', tmp_path_factory,
+           extra_env=dict(FCVIT_COMPILE_LOG=str(log)),
+           backend='fcvit_count_aot_eager')
+    records = [json.loads(ln) for ln in log.read_text().splitlines()]
+    sizes = {tuple(map(tuple, r['sizes'])) for r in records
+             if r['kind'] == 'batch'}
+    raw = {tuple(s) for batch in sizes for s in batch}
+    assert len(raw) >= 2, raw  # the images came in several sizes
+    graphs = [r for r in records if r['kind'] == 'graph']
+    first = min(r['iter'] for r in graphs)
+    assert any(r['backbone'] for r in graphs if r['iter'] == first)
+    later = [r for r in graphs if r['iter'] > first and r['backbone']]
+    assert later == [], later
