@@ -150,7 +150,7 @@ def test_detection_compiles_backbone_once_across_sizes(tmp_path_factory,
     log = tmp_path / 'compiles.jsonl'
     _train('detection', tmp_path_factory,
            extra_env=dict(FCVIT_COMPILE_LOG=str(log)),
-           backend='fcvit_count_aot_eager')
+           backend='fcvit_count_eager')
     records = [json.loads(ln) for ln in log.read_text().splitlines()]
     sizes = {tuple(map(tuple, r['sizes'])) for r in records
              if r['kind'] == 'batch'}
