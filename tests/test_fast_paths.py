@@ -394,9 +394,8 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
 
     suits = fcvit_ops.fast_path_suits
     assert suits(on('cpu', torch.float32)) and suits(on('cpu', torch.float64))
-    assert suits(on('cuda', torch.bfloat16)) and suits(on('cuda',
-                                                         torch.float16))
-    assert not suits(on('cuda', torch.float32))  # unless autocast is on
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        assert not suits(on('cuda', dtype))  # measured: plain is faster
     assert not suits(on('mps', torch.float32))
 
     for value in ('Auto', 1, 0, True):
@@ -519,9 +518,9 @@ def test_cuda_triton_group_norm1(dtype):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 def test_cuda_auto_path_choice_and_kernels():
-    """On CUDA ``'auto'`` takes the plain path in float32 and the fast one
-    under autocast, there with none of the CPU kernels, and the same
-    outputs as the plain path."""
+    """On CUDA ``'auto'`` takes the plain path, in float32 and under
+    autocast; ``fast_path=True`` there runs none of the CPU kernels and
+    gives the same outputs as the plain path."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     model = _randomize(FCViT(arch=MINI)).cuda().eval()
@@ -529,6 +528,11 @@ def test_cuda_auto_path_choice_and_kernels():
     with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         ref = model(x)
     assert rec.calls == []
+    with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16), \
+            fcvit_ops.KernelRecorder() as rec:
+        model(x)
+    assert rec.calls == []
+    model.fast_path = True
     with torch.no_grad(), torch.autocast('cuda', dtype=torch.bfloat16), \
             fcvit_ops.KernelRecorder() as rec:
         outs = model(x)

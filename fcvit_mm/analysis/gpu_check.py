@@ -61,7 +61,8 @@ BUDGETS = dict(env=25, tests=60, eager=95, dense=70, compile=90)
 RESERVE = 8
 
 RESNET = 'resnet50-tv'
-EAGER_MODELS = (RESNET, RESNET + '-cl', 'fcvit-b12', 'fcvit-b12-plain',
+EAGER_MODELS = (RESNET, RESNET + '-cl', 'fcvit-b12', 'fcvit-b12-fast',
+                'fcvit-b12-plain',
                 'fcvit-b12-plain-cl', 'fcvit-tiny', 'fcvit-tiny-plain',
                 'fcvit-b24', 'fcvit-b24-plain')
 COMPILE_MODELS = (RESNET + '-cl', 'fcvit-b12', 'fcvit-b12-plain',

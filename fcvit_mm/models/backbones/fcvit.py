@@ -70,8 +70,7 @@ class FastPathMixin:
     layout): ``'auto'`` (the default) decides at each forward from the
     input's device and dtype
     (:func:`~fcvit_mm.models.backbones.fcvit_ops.fast_path_suits`: the fast
-    one on CPU and in half precision or autocast on CUDA, else the plain
-    one); ``True`` the fast one everywhere; ``False`` the plain one. Setting
+    one on CPU, the plain one on CUDA and other devices, as measured); ``True`` the fast one everywhere; ``False`` the plain one. Setting
     it on a module sets it on every FCViT module inside.
     """
     _fast_path: Union[bool, str] = 'auto'

@@ -85,22 +85,17 @@ def fast_path_suits(x: torch.Tensor) -> bool:
 
     * CPU, any dtype: yes (measured: 3.4x / 2.6x the plain path's
       throughput in inference / training, float32);
-    * CUDA in float16 / bfloat16 (``x`` itself or autocast on): yes, with
-      the CUDA kernels of this module (channels-last: cuDNN's depthwise
-      kernels rather than PyTorch's native NCHW ones, GroupNorms without
-      NCHW round trips); a design whose speed awaits GPU figures;
-    * CUDA in float32: no (measured on an H100 before the CUDA kernels
-      existed: the channels-last formulation at 0.38x / 0.52x the plain
-      path's throughput, inference / training);
+    * CUDA, any dtype: no, the plain path (measured on an H100, batch 64:
+      the channels-last formulation at 0.59x / 0.82x the plain path's
+      throughput under bf16 autocast, 0.38x / 0.52x in float32, inference
+      / training). ``fast_path=True`` runs the channels-last formulation
+      with the CUDA kernels of this module (cuDNN's NHWC depthwise kernels,
+      the Triton one-group GroupNorm); the GPU check script
+      (``tools/analysis/gpu_check.py``) times both, and this line changes
+      when the CUDA formulation wins there;
     * any other device: no (no kernels tuned for it).
     """
-    device = x.device.type
-    if device == 'cpu':
-        return True
-    if device == 'cuda':
-        return (x.dtype in (torch.float16, torch.bfloat16)
-                or torch.is_autocast_enabled('cuda'))
-    return False
+    return x.device.type == 'cpu'
 
 
 # ---------------------------------------------------------------------- #
