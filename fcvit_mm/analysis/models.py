@@ -156,24 +156,38 @@ def resolve_config_path(path: str) -> str:
     return path
 
 
-def build_model_from_config(path: str, cfg_options: Optional[dict] = None):
-    """(model, cfg, scope) for a config, as the libraries' runners build it
-    (top-level ``data_preprocessor`` merged in), without pretrained
-    weights; ``cfg_options`` as ``--cfg-options`` (``{'a.b': value}``)."""
+def load_task_config(config, cfg_options: Optional[dict] = None):
+    """(cfg, scope) of a config (a file, ``pkg::path`` for a library's own,
+    or a ``Config``, copied), with ``cfg_options`` as ``--cfg-options``
+    (``{'a.b': value}``) merged in, its library's default scope set and
+    the library's models and FCViT registered."""
+    import copy
     import importlib
 
     from mmengine.config import Config
-    from mmengine.registry import MODELS, init_default_scope
-    cfg = Config.fromfile(resolve_config_path(path))
+    from mmengine.registry import init_default_scope
+    if isinstance(config, Config):
+        cfg = copy.deepcopy(config)
+    else:
+        cfg = Config.fromfile(resolve_config_path(str(config)))
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     scope = cfg.get('default_scope')
     if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
-        raise ValueError(f'config {path!r}: default_scope {scope!r} is not '
-                         'mmdet, mmseg or mmpretrain')
+        raise ValueError(f'config {cfg.filename!r}: default_scope {scope!r} '
+                         'is not mmdet, mmseg or mmpretrain')
     init_default_scope(scope)
     importlib.import_module(f'{scope}.models')  # registers the library's
     import fcvit_mm  # noqa: F401  (registers FCViT)
+    return cfg, scope
+
+
+def build_model_from_config(path: str, cfg_options: Optional[dict] = None):
+    """(model, cfg, scope) for a config, as the libraries' runners build it
+    (top-level ``data_preprocessor`` merged in), without pretrained
+    weights; ``cfg_options`` as ``--cfg-options`` (``{'a.b': value}``)."""
+    from mmengine.registry import MODELS
+    cfg, scope = load_task_config(path, cfg_options)
     model_cfg = cfg.model
     if cfg.get('data_preprocessor') is not None:
         model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)

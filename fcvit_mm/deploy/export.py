@@ -59,26 +59,10 @@ def check_opset(opset: int, exporter: str) -> None:
 
 def load_config(config, cfg_options: Optional[dict] = None):
     """(Config, scope) of a config (a file, ``pkg::path`` for a library's
-    own, or a Config), fcvit_mm and the library's models registered."""
-    import importlib
-
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    from fcvit_mm.analysis.models import resolve_config_path
-    if not isinstance(config, Config):
-        config = Config.fromfile(resolve_config_path(str(config)))
-    else:
-        config = copy.deepcopy(config)
-    if cfg_options:
-        config.merge_from_dict(cfg_options)
-    scope = config.get('default_scope')
-    if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
-        raise ValueError(f'the config\'s default_scope is {scope!r}; '
-                         'supported are mmdet, mmseg and mmpretrain')
-    init_default_scope(scope)
-    importlib.import_module(f'{scope}.models')
-    import fcvit_mm  # noqa: F401  (registers FCViT)
-    return config, scope
+    own, or a Config), fcvit_mm and the library's models registered
+    (:func:`fcvit_mm.analysis.models.load_task_config`)."""
+    from fcvit_mm.analysis.models import load_task_config
+    return load_task_config(config, cfg_options)
 
 
 def build_model(config) -> nn.Module:
