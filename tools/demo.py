@@ -186,17 +186,13 @@ def run_tool(tool, argv, threads=None):
 
 
 def _final_checkpoint(work_dir):
-    marker = osp.join(work_dir, 'last_checkpoint')
-    if osp.isfile(marker):
-        with open(marker) as f:
-            path = f.read().strip()
-        if osp.isfile(path):
-            return path
-    ckpts = sorted(glob.glob(osp.join(work_dir, 'iter_*.pth')),
-                   key=lambda p: int(p.rsplit('_', 1)[1][:-4]))
-    if not ckpts:
+    """The checkpoint mmengine's ``last_checkpoint`` names, else the
+    newest (one rule with ``--resume``: engine.resume)."""
+    from fcvit_mm.engine.resume import checkpoint_candidates
+    found = checkpoint_candidates(work_dir)
+    if not found:
         raise RuntimeError(f'training left no checkpoint in {work_dir!r}')
-    return ckpts[-1]
+    return found[0]
 
 
 def _test_metrics(work_dir, since):
