@@ -201,8 +201,9 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def _bottleneck(self, g: torch.Tensor) -> torch.Tensor:
         """fc2(max over the two halves of fc1(g)): (B, C)."""
-        u = self.fc1(g).view(g.shape[0], 2, -1).amax(dim=1)  # maxout
-        return self.fc2(u)
+        u = self.fc1(g)
+        half = u.shape[1] // 2
+        return self.fc2(torch.maximum(u[:, :half], u[:, half:]))  # maxout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast(x):
@@ -215,10 +216,34 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def add_to(self, x: torch.Tensor) -> torch.Tensor:
         """``x + self(x)``; one fused product on the fast path (returned
-        channels-last there)."""
+        channels-last there); in a TorchScript-based ONNX export the ONNX
+        form (:meth:`_add_onnx`)."""
         if self._fast(x):
             return self._add_fast(x, with_input=True)
+        if ops.onnx_export():
+            return self._add_onnx(x)
         return x + self(x)
+
+    def _add_onnx(self, x: torch.Tensor) -> torch.Tensor:
+        """``x + context`` with 4-D (B, C, H, W) tensors only: the per-head
+        sums of step 2 as a 1x1 convolution of ``x * g`` with a fixed
+        (heads, C) block matrix, and step 6 as a 1x1 convolution of the
+        scores with its transpose (each head's score repeated over its
+        channels) times the bottleneck output. The plain form reshapes to
+        (B, heads, c, H*W), which takes OpenVINO out of its blocked layouts
+        (one reorder per reshape)."""
+        _, C, H, W = x.shape
+        blocks = torch.eye(self.heads, dtype=x.dtype, device=x.device)
+        blocks = blocks.repeat_interleave(self.head_dim, dim=1)  # heads, C
+        g = x.mean(dim=(2, 3), keepdim=True)
+        s = F.conv2d(x * g, (blocks * self.scale).view(self.heads, C, 1, 1))
+        s = s - s.mean(dim=(1, 2, 3), keepdim=True)
+        n = self.heads * H * W
+        std = ((s * s).sum(dim=(1, 2, 3), keepdim=True) / (n - 1)).sqrt()
+        s = (s / (std + self.eps) * self.rescale_weight.view(1, -1, 1, 1) +
+             self.rescale_bias.view(1, -1, 1, 1))
+        v = self._bottleneck(g.flatten(1))[:, :, None, None]
+        return x + F.conv2d(s, blocks.t().reshape(C, self.heads, 1, 1)) * v
 
     def _add_fast(self, x: torch.Tensor, with_input: bool) -> torch.Tensor:
         """``[x +] context``: the context ``s[b, h, n] * v[b, c in h]`` as
@@ -266,9 +291,9 @@ class TokenMixer(FastPathMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast(x):
             return self._forward_fast(x)
-        x = x + self.gc1(x)
+        x = self.gc1.add_to(x)  # x + GC1(x)
         x = _gelu(self.fc1(self.dw1(x)))
-        x = x + self.gc2(x)
+        x = self.gc2.add_to(x)
         return _gelu(self.fc2(self.dw2(x)))
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
@@ -321,10 +346,10 @@ class ChannelMixer(FastPathMixin, nn.Module):
     def _folded_weights(self, norm: Optional[nn.GroupNorm],
                         scale: Optional[torch.Tensor]):
         """(w1, b1, w2, b2) of the two products with ``norm``'s affine and
-        ``scale`` folded in."""
+        ``scale`` folded in (each where present)."""
         hidden, dim = self.fc1.out_channels, self.fc1.in_channels
         w1, b1 = self.fc1.weight.view(hidden, dim), self.fc1.bias
-        if norm is not None:
+        if norm is not None and norm.affine:
             # a matrix-vector product every exporter knows (ONNX has no
             # addmv)
             b1 = b1 + torch.matmul(w1, norm.bias)
@@ -334,6 +359,18 @@ class ChannelMixer(FastPathMixin, nn.Module):
             w2 = w2 * scale.view(dim, 1)
             b2 = b2 * scale
         return w1, b1, w2, b2
+
+    @torch.no_grad()
+    def fold_(self, norm: nn.GroupNorm, scale: torch.Tensor) -> None:
+        """Fold, in place, the affine of ``norm`` (the GroupNorm before
+        this mixer) into ``fc1`` and ``scale`` (the layer scale after it)
+        into ``fc2``: the parameters of :meth:`_folded_weights`, computed
+        once."""
+        w1, b1, w2, b2 = self._folded_weights(norm, scale)
+        self.fc1.weight.copy_(w1.view_as(self.fc1.weight))
+        self.fc1.bias.copy_(b1)
+        self.fc2.weight.copy_(w2.view_as(self.fc2.weight))
+        self.fc2.bias.copy_(b2)
 
     def forward_fast(self,
                      x: torch.Tensor,
@@ -379,6 +416,12 @@ class FCViTBlock(FastPathMixin, nn.Module):
     GN is a GroupNorm with one group. The fast formulation runs on (and
     returns) channels-last tensors; the second residual branch is
     :meth:`ChannelMixer.forward_fast` with GN2 and ls2 folded in.
+
+    :meth:`switch_to_deploy` turns a trained block into its inference form,
+    the same function with fewer operations: GN2's affine and ls2 folded
+    into the channel mixer's 1x1 convolutions once (GN2 then has no affine,
+    ``layer_scale_2`` is None), so that the second branch ends in a
+    convolution whose residual add the runtimes fuse into it.
     """
 
     def __init__(self,
@@ -401,14 +444,25 @@ class FCViTBlock(FastPathMixin, nn.Module):
         self.drop_path = (
             DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity())
 
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """The inference form (see the class doc); exact up to float
+        rounding. Irreversible: load weights before switching."""
+        if self.layer_scale_2 is None:
+            return
+        self.channel_mixer.fold_(self.norm2, self.layer_scale_2)
+        self.norm2 = nn.GroupNorm(1, self.norm2.num_channels,
+                                  eps=self.norm2.eps, affine=False)
+        self.layer_scale_2 = None
+
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(
             self.layer_scale_1.view(1, -1, 1, 1) *
-            self.token_mixer(self.norm1(x)))
-        x = x + self.drop_path(
-            self.layer_scale_2.view(1, -1, 1, 1) *
-            self.channel_mixer(self.norm2(x)))
-        return x
+            self.token_mixer(ops.group_norm1(x, self.norm1)))
+        y = self.channel_mixer(ops.group_norm1(x, self.norm2))
+        if self.layer_scale_2 is not None:  # None: folded into the mixer
+            y = self.layer_scale_2.view(1, -1, 1, 1) * y
+        return x + self.drop_path(y)
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
         x = ops.to_channels_last(x)
@@ -591,6 +645,7 @@ class FCViT(FastPathMixin, BaseModule):
             self.add_module(f'norm{i}', nn.GroupNorm(1, self.embed_dims[i]))
 
         self.fast_path = fast_path
+        self.deploy = False  # switch_to_deploy() sets it
         self._freeze_stages()
         # whatever loads a checkpoint: reference keys renamed, misfits refused
         self.register_load_state_dict_pre_hook(fit_checkpoint)
@@ -734,7 +789,8 @@ class FCViT(FastPathMixin, BaseModule):
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 out = ops.group_norm(x, norm.num_groups, norm.weight,
-                                     norm.bias, norm.eps) if fast else norm(x)
+                                     norm.bias, norm.eps) if fast else \
+                    ops.group_norm1(x, norm)
                 outs.append(out.contiguous())
             if i == self.out_indices[-1]:
                 break
@@ -765,6 +821,20 @@ class FCViT(FastPathMixin, BaseModule):
                 if isinstance(m, _BatchNorm):
                     m.eval()
         return self
+
+    def switch_to_deploy(self) -> None:
+        """Switch every block to its inference form
+        (:meth:`FCViTBlock.switch_to_deploy`): the same function, exact up
+        to float rounding, with GN2's affine and the second layer scale
+        folded into the channel mixers' convolutions. As mmpretrain's
+        re-parameterisable backbones do it: load the weights first, then
+        switch (a switched model no longer takes training checkpoints);
+        ``fcvit_mm.deploy.export_model`` switches the models it exports.
+        """
+        for m in self.modules():
+            if isinstance(m, FCViTBlock):
+                m.switch_to_deploy()
+        self.deploy = True
 
     def get_layer_depth(self, param_name: str, prefix: str = ''):
         """Layer id of a parameter, for layer-wise learning-rate decay.
