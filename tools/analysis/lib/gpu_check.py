@@ -308,6 +308,11 @@ def _best(recs: List[Optional[dict]]) -> Optional[float]:
     return min(ts) if ts else None
 
 
+def _table_head(title: str, header: str) -> List[str]:
+    """A blank line, the table's title, its header and a rule."""
+    return ['', title, header, '-' * len(header)]
+
+
 def _image_rows(cells: Dict[str, dict], models: List[str], amp: str,
                 mode: str) -> List[str]:
     """The image table's rows of one precision and mode."""
@@ -346,16 +351,14 @@ def _image_table(result: dict, cells: Dict[str, dict]) -> List[str]:
         ('eager/', 'compile/'))]
     if not image:
         return []
-    lines = [
-        '',
+    lines = _table_head(
         'Image models (backbone + linear head), ms per step; x R-50 = '
         'throughput / ResNet-50\'s in this run (eager: vs its best '
         'eager layout; best: each model\'s best of eager and compiled '
-        'vs ResNet-50\'s best); mem = peak training memory / R-50\'s']
-    header = (f'{"model":<20} {"fast_path":<9} {"amp":<5} {"mode":<9} '
-              f'{"eager":>8} {"x R-50":>7} {"compiled":>9} '
-              f'{"best x":>7} {"peak MiB":>9} {"mem x":>6}')
-    lines += [header, '-' * len(header)]
+        'vs ResNet-50\'s best); mem = peak training memory / R-50\'s',
+        f'{"model":<20} {"fast_path":<9} {"amp":<5} {"mode":<9} '
+        f'{"eager":>8} {"x R-50":>7} {"compiled":>9} '
+        f'{"best x":>7} {"peak MiB":>9} {"mem x":>6}')
     models = list(dict.fromkeys(c['model'] for c in image))
     for amp in ('bf16', 'none'):
         for mode in ('inference', 'train'):
@@ -368,14 +371,11 @@ def _dense_table(result: dict) -> List[str]:
     dense = [c for c in result['cells'] if c['key'].startswith('dense/')]
     if not dense:
         return []
-    lines = [
-        '',
+    lines = _table_head(
         'Dense models, one training iteration (data preprocessor + loss + '
-        'backward), x = throughput / the R-50 model\'s']
-    header = (f'{"model":<44} {"batch":>5} {"size":>9} {"amp":<5} '
-              f'{"ms/iter":>8} {"x R-50":>7} {"peak MiB":>9} '
-              f'{"mem x":>6}')
-    lines += [header, '-' * len(header)]
+        'backward), x = throughput / the R-50 model\'s',
+        f'{"model":<44} {"batch":>5} {"size":>9} {"amp":<5} '
+        f'{"ms/iter":>8} {"x R-50":>7} {"peak MiB":>9} {"mem x":>6}')
     for task in dict.fromkeys(c['task'] for c in dense):
         group = [c for c in dense if c['task'] == task]
         # the library's own R-50 model
