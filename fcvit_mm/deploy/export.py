@@ -10,7 +10,6 @@ writes next to the graphs the config (``config.py``) and a manifest
 the checkpoint's dataset meta) that :func:`fcvit_mm.deploy.init_onnx_model`
 reads.
 """
-import copy
 import json
 import os
 import os.path as osp
@@ -20,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..utils.config import build_model  # noqa: F401  (the deploy API)
+from ..utils.config import build_model
 from ..utils.config import load_task_config as load_config
 from ..utils.config import model_task as task_of
 from .parts import Part, build_parts, min_input_size
