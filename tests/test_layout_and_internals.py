@@ -1,9 +1,10 @@
 """The package's layout and what it relies on in other libraries: no import
 cycle inside fcvit_mm, the model side importing nothing of the run layer,
 every hook registered by an explicit import, ``import fcvit_mm`` changing
-no other library's object beyond what fcvit_mm/internals.py lists, and each
+no other library's object beyond what fcvit_mm/internals.py lists, each
 private name listed there present (named plainly when an upgrade removes
-it). Fast: source parsing and one subprocess."""
+it), and every private name of another library that fcvit_mm's code uses
+listed there. Fast: source parsing and one subprocess."""
 import ast
 import os
 import os.path as osp
