@@ -3,10 +3,13 @@
 one place.
 
 **Private names.** Each is used only where no public way gives the
-guarantee it serves, and only through :func:`private` / :func:`get_private`
-/ :func:`set_private`, so that an upgrade which removes one fails with a
-message naming it (``tests/test_layout_and_internals.py`` fails the same
-way before any run does):
+guarantee it serves. The run layer reaches them through :func:`private` /
+:func:`get_private` / :func:`set_private`, so that an upgrade which removes
+one fails with a message naming it; the model's hot path and the deploy
+package use theirs directly. Every one is listed here and checked by
+:func:`missing_internals`: ``tests/test_layout_and_internals.py`` fails
+naming any that an upgrade removes, and fails naming any private name of
+another library that fcvit_mm uses without listing it here:
 
 * mmengine ``Runner._resume``, ``._load_from``: ``--resume`` past
   checkpoints that do not load (the hook picks the checkpoint before
@@ -14,9 +17,22 @@ way before any run does):
 * mmengine ``Runner._randomness_cfg``, ``._train_dataloader``: exact resume
   with ``seed=None`` (the checkpoint's seed is taken and the loader rebuilt
   before it draws);
+* mmengine ``Runner._train_loop``, ``._val_loop``, ``._test_loop``: the
+  data checks look at the dataloaders of the loops the runner has built,
+  without building the others (the public properties build them);
 * torch ``_MultiProcessingDataLoaderIter`` (``._shutdown_workers``,
   ``._shutdown``): no DataLoader worker left behind by a rank that ends
   with ``os._exit``;
+* torch ``nn.modules.batchnorm._BatchNorm``: the base of every BatchNorm
+  kind (1d/2d/3d, SyncBatchNorm), which FCViT's weight init and
+  ``norm_eval`` act on, as the OpenMMLab backbones do;
+* torch ``ops.mkldnn._convolution_pointwise``: oneDNN's fused depthwise
+  convolution (+ GELU) on the CPU, FCViT's fast path
+  (``models/backbones/fcvit_ops.py``; checked where torch has oneDNN);
+* mmpretrain ``_dataset_meta`` (a model attribute that mmpretrain's
+  ``get_model`` sets and its ``ImageClassificationInferencer`` reads for
+  the class names): an ONNX classifier's classes
+  (``deploy/runtime.py``; checked where mmpretrain is installed);
 * torch ``distributed_c10d._get_default_store``: naming the rank that
   stopped answering when a collective times out;
 * numpy ``core.multiarray._reconstruct``, ``.scalar`` (``numpy._core`` on
@@ -45,8 +61,10 @@ guarantee:
 """
 import copyreg
 import importlib
+import importlib.util
 import inspect
-from typing import Any, Dict, List
+import re
+from typing import Any, Dict, List, Tuple
 
 #: instance attributes that mmengine's ``Runner.__init__`` sets and that
 #: the run layer reads or sets (see the module doc)
@@ -55,6 +73,9 @@ RUNNER_ATTRIBUTES: Dict[str, str] = {
     '_load_from': '--resume past checkpoints that do not load',
     '_randomness_cfg': 'exact resume with seed=None',
     '_train_dataloader': 'exact resume with seed=None',
+    '_train_loop': 'checking the data of the loops already built',
+    '_val_loop': 'checking the data of the loops already built',
+    '_test_loop': 'checking the data of the loops already built',
 }
 #: private names, 'module:name' or 'module:name.attr' -> what needs it
 PRIVATE_NAMES: Dict[str, str] = {
@@ -68,7 +89,32 @@ PRIVATE_NAMES: Dict[str, str] = {
     'numpy scalars in weights-only checkpoints',
     'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter'
     '._shutdown_workers': 'shutting DataLoader workers down',
+    'torch:ops.mkldnn._convolution_pointwise':
+    "oneDNN's fused depthwise convolution on the CPU",
+    'torch.nn.modules.batchnorm:_BatchNorm':
+    "FCViT's init and norm_eval on every BatchNorm kind (as mmcv's "
+    'backbones do)',
 }
+#: instance attributes of other libraries' objects that only their code
+#: shows: ('module:qualname' of the function that sets or reads it,
+#: attribute) -> what needs it
+SOURCE_ATTRIBUTES: Dict[Tuple[str, str], str] = {
+    ('torch.utils.data.dataloader:_MultiProcessingDataLoaderIter.__init__',
+     '_shutdown'): 'shutting down only the DataLoader workers still up',
+    ('mmpretrain.apis.image_classification:'
+     'ImageClassificationInferencer.__init__', '_dataset_meta'):
+    "an ONNX classifier's class names in mmpretrain's inferencer",
+}
+
+
+def _applies(spec: str) -> bool:
+    """Whether a listed name is needed here: oneDNN's ops where torch has
+    oneDNN, mmpretrain's names where mmpretrain is installed."""
+    if spec.startswith('torch:ops.mkldnn.'):
+        import torch
+        return torch.backends.mkldnn.is_available()
+    module = spec.partition(':')[0]
+    return importlib.util.find_spec(module.split('.')[0]) is not None
 
 
 class InternalsError(RuntimeError):
@@ -122,6 +168,8 @@ def missing_internals() -> List[str]:
     (each with why it is needed); empty when all are there."""
     missing = []
     for spec in PRIVATE_NAMES:
+        if not _applies(spec):
+            continue
         try:
             private(spec)
         except InternalsError as e:
@@ -131,6 +179,19 @@ def missing_internals() -> List[str]:
     for name, why in RUNNER_ATTRIBUTES.items():
         if f'self.{name} =' not in source:
             missing.append(str(_gone(f'mmengine.runner.Runner.{name}', why)))
+    for (where, attr), why in SOURCE_ATTRIBUTES.items():
+        if not _applies(where):
+            continue
+        name = f'{where.replace(":", ".")} (.{attr})'
+        try:
+            obj = importlib.import_module(where.partition(':')[0])
+            for part in where.partition(':')[2].split('.'):
+                obj = getattr(obj, part)
+            found = re.search(rf'[.\'"]{attr}\b', inspect.getsource(obj))
+        except (ImportError, AttributeError, OSError, TypeError):
+            found = False
+        if not found:
+            missing.append(str(_gone(name, why)))
     return missing
 
 

@@ -23,5 +23,5 @@ def repo_root():
 def golden():
     """The reference implementation's outputs for a mini FCViT (see
     tests/data/README.md)."""
-    return torch.load(osp.join(DATA, 'fcvit_mini_golden.pth'),
-                      weights_only=True)
+    from golden_data import load_golden
+    return load_golden(osp.join(DATA, 'fcvit_mini_golden.pth'))

@@ -87,6 +87,6 @@ class TrainRecorderHook(Hook):
 def generated_shapes(tmp_path_factory, name, fmt, **kwargs):
     """The root of a generated shapes dataset (``make_shapes_dataset``
     arguments) in a fresh temporary folder, for a module-scoped fixture."""
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp(name))
     return make_shapes_dataset(root, fmt=fmt, **kwargs)['root']

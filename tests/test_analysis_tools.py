@@ -1,6 +1,6 @@
 """tools/analysis: get_flops (hand count of one block), benchmark,
 kernel_floor, plot_curves, visualize_similarity, and the shared code in
-fcvit_mm.analysis."""
+tools.analysis.lib."""
 import json
 import os.path as osp
 
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 import fcvit_mm  # noqa: F401
-from fcvit_mm.analysis import measure
-from fcvit_mm.analysis.models import build_backbone, parse_fcvit_name
+from tools.analysis.lib import measure
+from tools.analysis.lib.models import build_backbone, parse_fcvit_name
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.backbones.fcvit import FCViTBlock
 # one_thread: an autouse fixture for this module

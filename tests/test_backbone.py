@@ -1,5 +1,6 @@
 """The FCViT backbone: exactness against the reference, options, errors."""
 import copy
+import os.path as osp
 
 import pytest
 import torch
@@ -35,6 +36,32 @@ def _save_reference(tmp_path, golden, mode, wrap='state_dict'):
     path = tmp_path / f'ref_{mode}_{wrap}.pth.tar'
     torch.save({wrap: sd} if wrap else dict(sd), path)
     return str(path)
+
+
+def _original_golden():
+    """The first golden file (7.0 MB, tests/data/README.md), where CI has
+    the shared folder beside the clone; None elsewhere."""
+    from conftest import ROOT
+    path = osp.join(ROOT, '..', 'shared', 'reference',
+                    'fcvit_mini_golden.pth')
+    return torch.load(path, weights_only=True) if osp.isfile(path) else None
+
+
+def test_golden_file_is_small_and_says_where_it_is_from(golden):
+    from conftest import DATA
+    assert osp.getsize(osp.join(DATA, 'fcvit_mini_golden.pth')) <= 2**20
+    assert 'github.com/ma-xu/FCViT' in golden['reference']
+
+
+@pytest.mark.parametrize('train_mode', [False, True])
+def test_original_golden_file_where_present(tmp_path, train_mode):
+    """The same checks on the first golden file, which the reference commit
+    of the current one reproduces (skipped in a clone alone)."""
+    original = _original_golden()
+    if original is None:
+        pytest.skip('no ../shared/reference/fcvit_mini_golden.pth')
+    test_golden_dense_through_init_cfg(tmp_path, original, train_mode)
+    test_golden_classification(tmp_path, original, train_mode)
 
 
 @pytest.mark.parametrize('train_mode', [False, True])

@@ -45,7 +45,7 @@ SHAPES = ('circle', 'square', 'triangle')
 
 @pytest.fixture(scope='module')
 def imagenet_root(tmp_path_factory):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('shapes_imagenet'))
     info = make_shapes_dataset(root, fmt='imagenet', num_train=8, num_val=3,
                                img_size=2 * SIZE, seed=0)

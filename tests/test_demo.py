@@ -57,7 +57,7 @@ def test_short_demo(tmp_path, capsys, task, metric, top):
     # evaluated: the task's metric in its range
     assert 0.0 <= summary['metrics'][metric] <= top
     # the log has training losses and validation metrics for the curves
-    from fcvit_mm.analysis.curves import read_scalars
+    from tools.analysis.lib.curves import read_scalars
     train, val = read_scalars(osp.join(summary['log_dir'], 'vis_data',
                                        'scalars.json'))
     assert len(train) == 3 and all('loss' in r for r in train)

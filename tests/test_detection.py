@@ -180,7 +180,7 @@ def reference_layout(sd):
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('shapes_coco'))
     make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2,
                         img_size=IMG, seed=0)

@@ -117,7 +117,7 @@ def test_init_detector_reference_backbone_layout(tmp_path):
 
 def test_mmdet_tools_test_refuses_another_variant(b12_detector_ckpt,
                                                   tmp_path):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path / 'coco')
     make_shapes_dataset(root, fmt='coco', num_train=1, num_val=1, img_size=64,
                         seed=0)
@@ -163,7 +163,7 @@ def test_mmseg_init_model_refuses_another_variant(b12_segmentor_ckpt):
 
 def test_mmseg_tools_test_refuses_another_variant(b12_segmentor_ckpt,
                                                   tmp_path):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     info = make_shapes_dataset(str(tmp_path / 'ade'), fmt='ade20k',
                                num_train=1, num_val=1, img_size=64, seed=0)
     cfg_path = str(tmp_path / 'fpn_tiny.py')
@@ -248,7 +248,7 @@ def test_load_checkpoint_reference_layout_into_backbone(golden, tmp_path):
 
 def test_mmpretrain_tools_test_reference_checkpoint_names_converter(
         reference_classifier, tmp_path):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = make_shapes_dataset(str(tmp_path / 'inet'), fmt='imagenet',
                                num_train=1, num_val=1, img_size=64,
                                seed=0)['root']

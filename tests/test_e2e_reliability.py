@@ -75,7 +75,7 @@ class RecordSeedAndCrash(Hook):
 
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('rel_coco'))
     make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2, img_size=64,
                         seed=1)
@@ -350,7 +350,7 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
     ends with the weights of the uninterrupted run, bit for bit."""
     from mmengine.config import Config
 
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     from test_classification import small_config
     data = make_shapes_dataset(str(tmp_path / 'data'), fmt='imagenet',
                                num_train=8, num_val=3, img_size=64,

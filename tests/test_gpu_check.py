@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from conftest import ROOT
-from fcvit_mm.analysis import gpu_check
-from fcvit_mm.analysis import ops_standin as standin
-from fcvit_mm.analysis.models import build_backbone, parse_fcvit_name
+from tools.analysis.lib import gpu_check
+from tools.analysis.lib import ops_standin as standin
+from tools.analysis.lib.models import build_backbone, parse_fcvit_name
 from helpers import one_thread  # noqa: F401
 
 mmcv_ops = pytest.importorskip('mmcv.ops')
@@ -299,7 +299,7 @@ def test_dry_run_measuring_sections(tmp_path):
     dense, = [c for c in cells.values() if c['section'] == 'dense']
     assert dense['ops'] == 'stand-in'
     assert dense['roi_layers'] == [
-        'fcvit_mm.analysis.ops_standin.RoIAlign']
+        'tools.analysis.lib.ops_standin.RoIAlign']
     assert dense['ms'] > 0 and dense['peak_mib'] > 0
     assert cells['compile/resnet50-tv-cl/bf16/train']['ms'] > 0
     out = res.stdout.rstrip().splitlines()

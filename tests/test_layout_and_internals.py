@@ -1,9 +1,10 @@
 """The package's layout and what it relies on in other libraries: no import
 cycle inside fcvit_mm, the model side importing nothing of the run layer,
 every hook registered by an explicit import, ``import fcvit_mm`` changing
-no other library's object beyond what fcvit_mm/internals.py lists, and each
+no other library's object beyond what fcvit_mm/internals.py lists, each
 private name listed there present (named plainly when an upgrade removes
-it). Fast: source parsing and one subprocess."""
+it), and every private name of another library that fcvit_mm's code uses
+listed there. Fast: source parsing and one subprocess."""
 import ast
 import os
 import os.path as osp
@@ -114,7 +115,7 @@ def test_model_side_imports_nothing_of_the_run_layer():
     for module in model_side:
         run_side = [m for m in graph[module]
                     if m.startswith(('fcvit_mm.engine', 'fcvit_mm.utils',
-                                     'fcvit_mm.analysis'))]
+                                     'fcvit_mm.deploy'))]
         assert not run_side, f'{module} imports {run_side}'
 
 
@@ -154,6 +155,98 @@ def test_import_registers_and_changes_only_what_internals_lists():
     res = subprocess.run([sys.executable, '-c', IMPORT_CHANGES], cwd=ROOT,
                          capture_output=True, text=True)
     assert res.returncode == 0 and 'ok' in res.stdout, res.stderr[-2000:]
+
+
+#: underscore names of other libraries that are public API
+PUBLIC_UNDERSCORE = {
+    '_exit',  # os._exit, documented
+}
+
+
+def _is_private(name):
+    return name.startswith('_') and not name.startswith('__') and \
+        len(name) > 1
+
+
+def _private_names_of_the_package():
+    """(names fcvit_mm defines, {private name fcvit_mm's code uses: where})
+    over its sources: attributes, imported names and modules, and string
+    constants (as given to getattr) that start with one underscore."""
+    defined, used = set(), {}
+    for folder, _, files in os.walk(PACKAGE):
+        for file in files:
+            if not file.endswith('.py') or file == 'internals.py':
+                continue
+            path = osp.join(folder, file)
+            where = osp.relpath(path, ROOT)
+            tree = ast.parse(open(path).read())
+            docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                          if isinstance(n, (ast.Module, ast.ClassDef,
+                                            ast.FunctionDef))
+                          and n.body and isinstance(n.body[0], ast.Expr)}
+            for node in ast.walk(tree):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef,
+                                     ast.AsyncFunctionDef)):
+                    defined.add(node.name)
+                elif isinstance(node, ast.Name) and \
+                        isinstance(node.ctx, ast.Store):
+                    defined.add(node.id)
+                elif isinstance(node, ast.arg):
+                    defined.add(node.arg)
+                elif isinstance(node, ast.Attribute):
+                    owner = node.value
+                    if isinstance(owner, ast.Name) and \
+                            owner.id in ('self', 'cls') and \
+                            isinstance(node.ctx, ast.Store):
+                        defined.add(node.attr)
+                    elif _is_private(node.attr):
+                        used.setdefault(node.attr, where)
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 \
+                        and not node.module.startswith('fcvit_mm'):
+                    for name in node.module.split('.') + [
+                            a.name for a in node.names]:
+                        if _is_private(name):
+                            used.setdefault(name, where)
+                elif isinstance(node, ast.Constant) and \
+                        isinstance(node.value, str) and \
+                        id(node) not in docstrings and \
+                        _is_private(node.value) and \
+                        node.value.isidentifier():
+                    used.setdefault(node.value, where)
+    return defined, used
+
+
+def test_every_private_name_used_is_listed():
+    """A private name of another library used anywhere in fcvit_mm is
+    listed in fcvit_mm/internals.py (so that an upgrade that removes it is
+    named by test_every_private_name_is_there)."""
+    from fcvit_mm import internals
+    listed = set(internals.RUNNER_ATTRIBUTES)
+    for spec in internals.PRIVATE_NAMES:
+        listed.update(spec.partition(':')[2].split('.'))
+    listed.update(attr for _, attr in internals.SOURCE_ATTRIBUTES)
+    defined, used = _private_names_of_the_package()
+    assert '_convolution_pointwise' in used  # the walk sees the uses
+    unlisted = {name: where for name, where in used.items()
+                if name not in defined | listed | PUBLIC_UNDERSCORE}
+    assert not unlisted, (
+        'private names of other libraries used but not listed in '
+        f'fcvit_mm/internals.py: {unlisted}')
+
+
+def test_a_removed_instance_attribute_is_named(monkeypatch):
+    """An attribute that only another library's source shows (checked in
+    that source) is named when the source no longer has it."""
+    from fcvit_mm import internals
+    monkeypatch.setitem(
+        internals.SOURCE_ATTRIBUTES,
+        ('torch.utils.data.dataloader:_MultiProcessingDataLoaderIter.'
+         '__init__', '_no_such_attribute'), 'a test')
+    missing = internals.missing_internals()
+    assert any('_MultiProcessingDataLoaderIter.__init__ '
+               '(._no_such_attribute) is gone' in m and 'a test' in m
+               for m in missing), missing
+    assert len(missing) == 1, missing
 
 
 def test_every_private_name_is_there():

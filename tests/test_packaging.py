@@ -243,6 +243,51 @@ def test_wheel_carries_configs_tools_index_license(wheel):
         assert b'/work/' not in zf.read('fcvit_mm/.mim/model-index.yml')
 
 
+#: what the installed package holds besides fcvit_mm/.mim/: what a
+#: training, test, inference or deployment job imports
+PACKAGE_PARTS = {'__init__.py', 'internals.py', 'models', 'engine', 'deploy',
+                 'utils', 'datasets'}
+
+
+def test_wheel_holds_what_a_job_imports(wheel):
+    """No analysis code, no test harness in the installed package (the
+    tools, with their shared code, travel under .mim/ as configs do)."""
+    with zipfile.ZipFile(wheel) as zf:
+        package = {n: zf.read(n).decode() for n in zf.namelist()
+                   if n.startswith('fcvit_mm/') and
+                   not n.startswith('fcvit_mm/.mim/')}
+    parts = {n.split('/')[1] for n in package}
+    assert parts == PACKAGE_PARTS, sorted(parts ^ PACKAGE_PARTS)
+    harness = [n for n, text in package.items() if n.endswith('.py') and (
+        re.search(r'^\s*(import|from) (pytest|tools)\b', text, re.M) or
+        "sys.modules['mmcv" in text)]
+    assert not harness, harness
+    assert 'fcvit_mm/datasets/shapes.py' in package  # the demo's data
+    assert 'fcvit_mm/utils/config.py' in package
+    with zipfile.ZipFile(wheel) as zf:
+        assert 'fcvit_mm/.mim/tools/analysis/lib/gpu_check.py' in \
+            zf.namelist()
+
+
+def test_the_installed_package_runs_without_the_tools(installed):
+    """From the wheel alone: the demo's data generator and the config
+    loader import from the installed package; no analysis code, test
+    harness or tools package is installed."""
+    site = installed['site']
+    code = (
+        'import fcvit_mm.datasets, fcvit_mm.utils.config\n'
+        'from fcvit_mm.datasets import make_shapes_dataset\n'
+        'from fcvit_mm.utils.config import load_task_config\n'
+        'print(fcvit_mm.datasets.__file__, fcvit_mm.utils.config.__file__)\n')
+    out = run([sys.executable, '-c', code], cwd=site, env=installed['env'])
+    assert out.split() == [
+        osp.join(site, 'fcvit_mm', 'datasets', '__init__.py'),
+        osp.join(site, 'fcvit_mm', 'utils', 'config.py')], out
+    for gone in (('fcvit_mm', 'analysis'), ('fcvit_mm', 'testing'),
+                 ('tools', )):
+        assert not osp.exists(osp.join(site, *gone)), gone
+
+
 def test_get_model_from_the_wheel(installed):
     """mmpretrain finds the FCViT models in the installed package's .mim/
     (imported first, as a user would: mmpretrain)."""

@@ -56,7 +56,7 @@ MINI_ARCH = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def ade_root(tmp_path_factory):
-    from fcvit_mm.testing import make_shapes_dataset
+    from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp('shapes_ade20k'))
     info = make_shapes_dataset(root, fmt='ade20k', num_train=4, num_val=2,
                                img_size=2 * CROP, seed=0)

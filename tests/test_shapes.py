@@ -8,7 +8,7 @@ import os.path as osp
 import numpy as np
 import pytest
 
-from fcvit_mm.testing import SHAPES_CLASSES, make_shapes_dataset
+from fcvit_mm.datasets import SHAPES_CLASSES, make_shapes_dataset
 from helpers import load_tool
 
 SMALL = dict(num_train=6, num_val=3, img_size=64)

@@ -252,8 +252,8 @@ def _train_and_test(args, task, cfg_path, work_dir):
 
 def main(argv=None):
     args = parse_args(argv)
-    from fcvit_mm.analysis.curves import find_scalars, plot_curves
-    from fcvit_mm.testing import make_shapes_dataset
+    from tools.analysis.lib.curves import find_scalars, plot_curves
+    from fcvit_mm.datasets import make_shapes_dataset
 
     task = args.task
     spec = TASKS[task]

@@ -10,7 +10,6 @@ writes next to the graphs the config (``config.py``) and a manifest
 the checkpoint's dataset meta) that :func:`fcvit_mm.deploy.init_onnx_model`
 reads.
 """
-import copy
 import json
 import os
 import os.path as osp
@@ -20,7 +19,10 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from .parts import Part, build_parts, min_input_size, task_of
+from ..utils.config import build_model
+from ..utils.config import load_task_config as load_config
+from ..utils.config import model_task as task_of
+from .parts import Part, build_parts, min_input_size
 from .rewrites import make_exportable
 from .structure import flatten, unflatten
 
@@ -55,33 +57,6 @@ def check_opset(opset: int, exporter: str) -> None:
         raise ValueError(f'ONNX opset {opset!r} is not supported with the '
                          f'{exporter} exporter: choose one from {low} to '
                          f'{high} (default {DEFAULT_OPSET})')
-
-
-def load_config(config, cfg_options: Optional[dict] = None):
-    """(Config, scope) of a config (a file, ``pkg::path`` for a library's
-    own, or a Config), fcvit_mm and the library's models registered
-    (:func:`fcvit_mm.analysis.models.load_task_config`)."""
-    from fcvit_mm.analysis.models import load_task_config
-    return load_task_config(config, cfg_options)
-
-
-def build_model(config) -> nn.Module:
-    """The config's model as the libraries' inference functions build it
-    (no pretrained backbone, no training settings, SyncBN reverted), in
-    eval mode, on CPU."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS
-    cfg = copy.deepcopy(config.model)
-    if config.get('data_preprocessor') is not None:
-        cfg.setdefault('data_preprocessor', config.data_preprocessor)
-    if isinstance(cfg.get('backbone'), dict) and 'init_cfg' in cfg.backbone:
-        cfg.backbone.init_cfg = None
-    if 'pretrained' in cfg:
-        cfg.pretrained = None
-    model = MODELS.build(cfg)
-    model = revert_sync_batchnorm(model)
-    model.cfg = config
-    return model.eval()
 
 
 def load_weights(model: nn.Module, checkpoint: str,

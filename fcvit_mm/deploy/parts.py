@@ -32,6 +32,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from ..utils.config import model_task as task_of
+
 
 @dataclass
 class Part:
@@ -59,21 +61,6 @@ def _image_axes() -> Dict[int, str]:
 
 def _feature_axes(n: int) -> List[Dict[int, str]]:
     return [{0: 'batch', 2: f'height{i}', 3: f'width{i}'} for i in range(n)]
-
-
-def task_of(model: nn.Module) -> str:
-    """'classification', 'segmentation' or 'detection' for a library
-    model, else an error naming what is supported."""
-    names = {c.__name__ for c in type(model).__mro__}
-    if 'ImageClassifier' in names:
-        return 'classification'
-    if 'EncoderDecoder' in names:
-        return 'segmentation'
-    if 'BaseDetector' in names:
-        return 'detection'
-    raise NotImplementedError(
-        f'cannot export a {type(model).__name__}: supported are mmpretrain '
-        'ImageClassifier, mmseg EncoderDecoder and mmdet detectors')
 
 
 def build_parts(model: nn.Module, image: torch.Tensor,

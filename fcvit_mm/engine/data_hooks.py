@@ -22,6 +22,7 @@ from mmengine.hooks import Hook
 from mmengine.logging import print_log
 from mmengine.registry import HOOKS
 
+from fcvit_mm.internals import get_private
 from .data_checks import DatasetError
 
 LOOPS = (('train_dataloader', '_train_loop'), ('val_dataloader', '_val_loop'),
@@ -31,10 +32,11 @@ FILE_KEYS = ('img_path', 'seg_map_path')
 
 def built_dataloaders(runner) -> Iterator[Tuple[str, object]]:
     """(config key, dataloader) of the loops the runner has built (without
-    building any other)."""
+    building any other: the runner's private loop attributes hold a config
+    until the public properties build the loop, see fcvit_mm.internals)."""
     from mmengine.runner import BaseLoop
     for key, attr in LOOPS:
-        loop = getattr(runner, attr, None)
+        loop = get_private(runner, attr)
         if isinstance(loop, BaseLoop):
             yield key, loop.dataloader
 

@@ -25,7 +25,7 @@ A training step is forward + loss + backward (no optimizer update). The
 kernel floor (FCViT's GEMMs and depthwise convolutions timed alone) is
 ``tools/analysis/kernel_floor.py``.
 
-Peak memory (``--memory``): see :mod:`fcvit_mm.analysis.measure`. By
+Peak memory (``--memory``): see :mod:`tools.analysis.lib.measure`. By
 default each model and mode is measured in a fresh process (one warm-up
 step, then the measured one), since an allocator that already served the
 timed steps keeps freed blocks resident and the pinned mmap threshold would
@@ -59,7 +59,7 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis import measure  # noqa: E402
+from tools.analysis.lib import measure  # noqa: E402
 
 
 def _memory_in_subprocess(spec: str, mode: str, args) -> Optional[int]:

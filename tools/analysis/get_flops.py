@@ -39,8 +39,8 @@ import torch.nn as nn
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis.data import synthetic_batch  # noqa: E402
-from fcvit_mm.analysis.models import (build_model_from_config,  # noqa: E402
+from tools.analysis.lib.data import synthetic_batch  # noqa: E402
+from tools.analysis.lib.models import (build_model_from_config,  # noqa: E402
                                       fcvit_classifier, parse_fcvit_name,
                                       use_plain_path)
 

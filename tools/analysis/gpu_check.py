@@ -4,7 +4,7 @@
 default / plain path vs ResNet-50, eager and compiled; Mask R-CNN and
 Semantic FPN iterations), in bounded time, table printed last.
 
-See :mod:`fcvit_mm.analysis.gpu_check` for what runs and how the time is
+See :mod:`tools.analysis.lib.gpu_check` for what runs and how the time is
 shared, and docs/performance.md ("GPU check") for the command a GPU session
 runs. Examples::
 
@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis import gpu_check  # noqa: E402
+from tools.analysis.lib import gpu_check  # noqa: E402
 
 if __name__ == '__main__':
     gpu_check.main(script=osp.abspath(__file__))

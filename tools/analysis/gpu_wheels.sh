@@ -14,7 +14,7 @@
 # What travels: mmengine, mmdet, mmsegmentation at the versions pinned in
 # requirements/constraints.txt; mmcv as mmcv-lite (the same release without
 # compiled ops: a pure-Python wheel, nothing to build; gpu_check.py supplies
-# RoIAlign / NMS / focal loss through fcvit_mm.analysis.ops_standin); and
+# RoIAlign / NMS / focal loss through tools.analysis.lib.ops_standin); and
 # the few pure-Python or abi3 dependencies such an image lacks. All are
 # fetched for CPython $GPU_PYTHON_VERSION (default 3.12) on manylinux x86-64,
 # without dependencies (each is named here), one version of each.

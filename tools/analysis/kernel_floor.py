@@ -32,7 +32,7 @@ import torch
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis import measure  # noqa: E402
+from tools.analysis.lib import measure  # noqa: E402
 from fcvit_mm.models.backbones import fcvit_ops  # noqa: E402
 
 #: consecutive runs of each kernel per repetition (best kept)

@@ -17,7 +17,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis.curves import find_scalars, plot_curves  # noqa: E402
+from tools.analysis.lib.curves import find_scalars, plot_curves  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.analysis.models import model_from_name_or_config  # noqa: E402
+from tools.analysis.lib.models import model_from_name_or_config  # noqa: E402
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)

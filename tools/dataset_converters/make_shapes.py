@@ -16,7 +16,7 @@ import sys
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-from fcvit_mm.testing.shapes import FORMATS, make_shapes_dataset  # noqa: E402
+from fcvit_mm.datasets.shapes import FORMATS, make_shapes_dataset  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -124,8 +124,8 @@ def bench_det(args, work):
     import torch
     from mmengine.config import Config
 
-    from fcvit_mm.analysis.data import synthetic_batch
-    from fcvit_mm.analysis.models import resolve_config_path
+    from fcvit_mm.utils.config import resolve_config_path
+    from tools.analysis.lib.data import synthetic_batch
     opts = {'model.test_cfg.rcnn.score_thr': 0.0}
     models = {n: _export(n, p, f, args, (800, 1344), work, opts)
               for n, (p, f) in DET.items()}

@@ -6,7 +6,7 @@ The run is a list of sections, each in its own subprocess with its own
 time budget, each made of cells (one measurement, or the test run):
 
 * ``env``: versions, the device, and which ``mmcv.ops`` is in use (mmcv's
-  compiled ops, or :mod:`~fcvit_mm.analysis.ops_standin`);
+  compiled ops, or :mod:`~tools.analysis.lib.ops_standin`);
 * ``tests``: pytest on the backbone's test files, the tests whose name
   says ``cuda`` (they skip without CUDA);
 * ``eager``: FCViT-tiny / B12 / B24 as users build them (the constructor's
@@ -52,7 +52,8 @@ import time
 import traceback
 from typing import Dict, List, Optional
 
-ROOT = osp.dirname(osp.dirname(osp.dirname(osp.abspath(__file__))))
+#: the repository root (this file is tools/analysis/lib/gpu_check.py)
+ROOT = osp.abspath(osp.join(osp.dirname(__file__), '..', '..', '..'))
 
 SECTIONS = ('env', 'tests', 'eager', 'dense', 'compile')
 #: nominal seconds per section on the GPU machine (see the module doc)
@@ -307,6 +308,91 @@ def _best(recs: List[Optional[dict]]) -> Optional[float]:
     return min(ts) if ts else None
 
 
+def _table_head(title: str, header: str) -> List[str]:
+    """A blank line, the table's title, its header and a rule."""
+    return ['', title, header, '-' * len(header)]
+
+
+def _image_rows(cells: Dict[str, dict], models: List[str], amp: str,
+                mode: str) -> List[str]:
+    """The image table's rows of one precision and mode."""
+    def rec(m, kind):
+        return cells.get(f'{kind}/{m}/{amp}/{mode}')
+
+    r_eager = _best([rec(RESNET, 'eager'), rec(RESNET + '-cl', 'eager')])
+    r_best = _best([rec(RESNET, 'eager'), rec(RESNET + '-cl', 'eager'),
+                    rec(RESNET + '-cl', 'compile')])
+    r_mem = [_val(rec(m, 'eager'), 'peak_mib')
+             for m in (RESNET, RESNET + '-cl')]
+    r_mem = min([m for m in r_mem if m], default=None)
+    lines = []
+    for m in models:
+        e, c = rec(m, 'eager'), rec(m, 'compile')
+        if e is None and c is None:
+            continue
+        te, tc = _val(e, 'ms'), _val(c, 'ms')
+        best = _best([e, c])
+        mem = _val(e, 'peak_mib')
+        fp = (e or c or {}).get('fast_path')
+        lines.append(
+            f'{m:<20} {str("-" if fp is None else fp):<9} '
+            f'{amp:<5} {mode:<9} '
+            f'{_mark(e) or _fmt(te):>8} '
+            f'{_ratio(r_eager, te):>7} '
+            f'{(_mark(c) or _fmt(tc)) if c else "":>9} '
+            f'{_ratio(r_best, best):>7} '
+            f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
+    return lines
+
+
+def _image_table(result: dict, cells: Dict[str, dict]) -> List[str]:
+    """The image models' table (eager and compiled cells)."""
+    image = [c for c in result['cells'] if c['key'].startswith(
+        ('eager/', 'compile/'))]
+    if not image:
+        return []
+    lines = _table_head(
+        'Image models (backbone + linear head), ms per step; x R-50 = '
+        'throughput / ResNet-50\'s in this run (eager: vs its best '
+        'eager layout; best: each model\'s best of eager and compiled '
+        'vs ResNet-50\'s best); mem = peak training memory / R-50\'s',
+        f'{"model":<20} {"fast_path":<9} {"amp":<5} {"mode":<9} '
+        f'{"eager":>8} {"x R-50":>7} {"compiled":>9} '
+        f'{"best x":>7} {"peak MiB":>9} {"mem x":>6}')
+    models = list(dict.fromkeys(c['model'] for c in image))
+    for amp in ('bf16', 'none'):
+        for mode in ('inference', 'train'):
+            lines += _image_rows(cells, models, amp, mode)
+    return lines
+
+
+def _dense_table(result: dict) -> List[str]:
+    """The dense models' table, each against the library's R-50 model."""
+    dense = [c for c in result['cells'] if c['key'].startswith('dense/')]
+    if not dense:
+        return []
+    lines = _table_head(
+        'Dense models, one training iteration (data preprocessor + loss + '
+        'backward), x = throughput / the R-50 model\'s',
+        f'{"model":<44} {"batch":>5} {"size":>9} {"amp":<5} '
+        f'{"ms/iter":>8} {"x R-50":>7} {"peak MiB":>9} {"mem x":>6}')
+    for task in dict.fromkeys(c['task'] for c in dense):
+        group = [c for c in dense if c['task'] == task]
+        # the library's own R-50 model
+        ref = next((c for c in group if '::' in c['spec']), None)
+        r_ms, r_mem = _val(ref, 'ms'), _val(ref, 'peak_mib')
+        for c in group:
+            ms, mem = _val(c, 'ms'), _val(c, 'peak_mib')
+            name = c['spec'].split('::')[-1].split('/')[-1]
+            size = 'x'.join(map(str, c['size']))
+            lines.append(
+                f'{name:<44} {c["batch"]:>5} {size:>9} {c["amp"]:<5} '
+                f'{_mark(c) or _fmt(ms):>8} '
+                f'{_ratio(r_ms, ms):>7} '
+                f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
+    return lines
+
+
 def format_report(result: dict) -> str:
     """The table (printed last): tests, image models, dense models, then
     every cell that gave no number, with its reason."""
@@ -322,84 +408,16 @@ def format_report(result: dict) -> str:
         lines.append('CUDA tests: ' + (tests.get('summary') or
                                        f'{tests["status"]}: '
                                        f'{tests.get("reason")}'))
-    image = [c for c in result['cells'] if c['key'].startswith(
-        ('eager/', 'compile/'))]
-    if image:
-        lines.append('')
-        lines.append(
-            'Image models (backbone + linear head), ms per step; x R-50 = '
-            'throughput / ResNet-50\'s in this run (eager: vs its best '
-            'eager layout; best: each model\'s best of eager and compiled '
-            'vs ResNet-50\'s best); mem = peak training memory / R-50\'s')
-        header = (f'{"model":<20} {"fast_path":<9} {"amp":<5} {"mode":<9} '
-                  f'{"eager":>8} {"x R-50":>7} {"compiled":>9} '
-                  f'{"best x":>7} {"peak MiB":>9} {"mem x":>6}')
-        lines += [header, '-' * len(header)]
-        models = []
-        for c in image:
-            if c['model'] not in models:
-                models.append(c['model'])
-        for amp in ('bf16', 'none'):
-            for mode in ('inference', 'train'):
-                def rec(m, kind):
-                    return cells.get(f'{kind}/{m}/{amp}/{mode}')
-                r_eager = _best([rec(RESNET, 'eager'),
-                                 rec(RESNET + '-cl', 'eager')])
-                r_best = _best([rec(RESNET, 'eager'),
-                                rec(RESNET + '-cl', 'eager'),
-                                rec(RESNET + '-cl', 'compile')])
-                r_mem = [_val(rec(m, 'eager'), 'peak_mib')
-                         for m in (RESNET, RESNET + '-cl')]
-                r_mem = min([m for m in r_mem if m], default=None)
-                for m in models:
-                    e, c = rec(m, 'eager'), rec(m, 'compile')
-                    if e is None and c is None:
-                        continue
-                    te, tc = _val(e, 'ms'), _val(c, 'ms')
-                    best = _best([e, c])
-                    mem = _val(e, 'peak_mib')
-                    fp = (e or c or {}).get('fast_path')
-                    lines.append(
-                        f'{m:<20} {str("-" if fp is None else fp):<9} '
-                        f'{amp:<5} {mode:<9} '
-                        f'{_mark(e) or _fmt(te):>8} '
-                        f'{_ratio(r_eager, te):>7} '
-                        f'{(_mark(c) or _fmt(tc)) if c else "":>9} '
-                        f'{_ratio(r_best, best):>7} '
-                        f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
-    dense = [c for c in result['cells'] if c['key'].startswith('dense/')]
-    if dense:
-        lines.append('')
-        lines.append('Dense models, one training iteration (data '
-                     'preprocessor + loss + backward), x = throughput / the '
-                     'R-50 model\'s')
-        header = (f'{"model":<44} {"batch":>5} {"size":>9} {"amp":<5} '
-                  f'{"ms/iter":>8} {"x R-50":>7} {"peak MiB":>9} '
-                  f'{"mem x":>6}')
-        lines += [header, '-' * len(header)]
-        for task in dict.fromkeys(c['task'] for c in dense):
-            group = [c for c in dense if c['task'] == task]
-            # the library's own R-50 model
-            ref = next((c for c in group if '::' in c['spec']), None)
-            r_ms, r_mem = _val(ref, 'ms'), _val(ref, 'peak_mib')
-            for c in group:
-                ms, mem = _val(c, 'ms'), _val(c, 'peak_mib')
-                name = c['spec'].split('::')[-1].split('/')[-1]
-                size = 'x'.join(map(str, c['size']))
-                lines.append(
-                    f'{name:<44} {c["batch"]:>5} {size:>9} {c["amp"]:<5} '
-                    f'{_mark(c) or _fmt(ms):>8} '
-                    f'{_ratio(r_ms, ms):>7} '
-                    f'{_fmt(mem, ".0f"):>9} {_ratio(mem, r_mem):>6}')
+    lines += _image_table(result, cells)
+    lines += _dense_table(result)
     missing = [c for c in result['cells'] if c['status'] != 'ok'
                and c['key'] not in ('env', 'tests')]
     if env and env['status'] != 'ok':
         missing.insert(0, env)
     if missing:
-        lines.append('')
-        lines.append('Cells without a number:')
-        for c in missing:
-            lines.append(f'  {c["key"]}: {c["status"]}: {c.get("reason")}')
+        lines += ['', 'Cells without a number:']
+        lines += [f'  {c["key"]}: {c["status"]}: {c.get("reason")}'
+                  for c in missing]
     return '\n'.join(lines)
 
 
@@ -443,7 +461,7 @@ def _section_env(cells, args, writer):
             info[pkg] = __import__(pkg).__version__
         except Exception as e:  # noqa: BLE001
             info[pkg] = f'missing ({_error_text(e)})'
-    from fcvit_mm.analysis.ops_standin import compiled_ops_available
+    from tools.analysis.lib.ops_standin import compiled_ops_available
     try:
         info['mmcv_ops'] = ('compiled' if compiled_ops_available() else
                             'torchvision stand-in')
@@ -515,7 +533,7 @@ def _measure_args(args, **over):
 def _ops_in(model) -> dict:
     """Which ``mmcv.ops`` the model runs on: the stand-in or mmcv's
     compiled ops, and the classes of its RoI layers."""
-    from fcvit_mm.analysis.ops_standin import is_installed
+    from tools.analysis.lib.ops_standin import is_installed
     layers = sorted({f'{type(m).__module__}.{type(m).__name__}'
                      for m in model.modules()
                      if type(m).__name__ == 'RoIAlign'})
@@ -524,7 +542,7 @@ def _ops_in(model) -> dict:
 
 
 def _time_cell(target, cell, margs, writer, with_memory: bool, **extra):
-    from fcvit_mm.analysis import measure
+    from tools.analysis.lib import measure
     t0 = time.time()
     # the first step alone: it holds cuDNN's search, or the compilation
     first = measure.timed(
@@ -582,7 +600,7 @@ def _section_image(cells, args, writer):
     """``eager`` or ``compile``: cells grouped by model, each model built
     once per precision setting."""
     import torch
-    from fcvit_mm.analysis import measure
+    from tools.analysis.lib import measure
     torch.backends.cudnn.benchmark = True
     torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32
     torch.backends.cudnn.allow_tf32 = False
@@ -629,8 +647,8 @@ def _section_image(cells, args, writer):
 
 def _section_dense(cells, args, writer):
     import torch
-    from fcvit_mm.analysis import measure
-    from fcvit_mm.analysis.ops_standin import install_ops_standin
+    from tools.analysis.lib import measure
+    from tools.analysis.lib.ops_standin import install_ops_standin
     install_ops_standin(force=args.ops_standin == 'force')
     torch.backends.cudnn.benchmark = False  # input sizes vary in training
     clock = _Clock(args.deadline)
@@ -673,7 +691,7 @@ def run_section(args):
     ``args.results``."""
     import torch
 
-    from fcvit_mm.analysis import measure
+    from tools.analysis.lib import measure
     torch.manual_seed(0)
     if args.device == 'cpu':
         torch.set_num_threads(args.threads)
@@ -689,7 +707,8 @@ def run_section(args):
 # ---------------------------------------------------------------------- #
 # command line
 # ---------------------------------------------------------------------- #
-def parse_args(argv=None, script: Optional[str] = None):
+def _parser() -> argparse.ArgumentParser:
+    """The command line of the parent and of the sections (children)."""
     p = argparse.ArgumentParser(
         description='The GPU check: CUDA tests and the benchmark table of '
         'FCViT against ResNet-50, in bounded time',
@@ -750,8 +769,12 @@ def parse_args(argv=None, script: Optional[str] = None):
     p.add_argument('--section', choices=SECTIONS, help=argparse.SUPPRESS)
     p.add_argument('--results', help=argparse.SUPPRESS)
     p.add_argument('--deadline', type=float, help=argparse.SUPPRESS)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = p.parse_args(argv)
+    return p
+
+
+def _apply_defaults(args) -> None:
+    """Fill the options left unset: the GPU run's values, or the dry
+    run's (every section on the CPU, tiny)."""
     dry = args.dry_run
     defaults = dict(
         device='cpu' if dry else 'cuda', batch=1 if dry else 64,
@@ -775,6 +798,13 @@ def parse_args(argv=None, script: Optional[str] = None):
             for task, specs, batch, size in args.dense]
     args.cfg_options = DRY['cfg_options'] if dry else {}
     args.budgets = dict(DRY['budgets'] if dry else BUDGETS)
+
+
+def parse_args(argv=None, script: Optional[str] = None):
+    p = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    _apply_defaults(args)
     if args.budget <= RESERVE:
         p.error(f'--budget must be more than {RESERVE} s')
     if args.batch < 1 or args.reps < 1 or args.warmup < 0:

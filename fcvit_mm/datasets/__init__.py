@@ -1,5 +1,5 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Test and demo fixtures; not runtime code (no training job imports this).
+"""Synthetic data (no training job imports this).
 
 :mod:`.shapes` generates the synthetic-shapes datasets of the tests and of
 ``tools/demo.py`` (command line: ``tools/dataset_converters/make_shapes.py``).

@@ -1,6 +1,5 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """Models for the analysis tools: by name, or from a config."""
-import os.path as osp
 from typing import FrozenSet, Optional, Tuple
 
 import torch
@@ -138,62 +137,13 @@ def find_fcvit(model: nn.Module):
                      'backbone')
 
 
-def resolve_config_path(path: str) -> str:
-    """``pkg::rel/path.py`` -> the file shipped in ``pkg``'s ``.mim``."""
-    if '::' in path:
-        import importlib.util
-        pkg, rel = path.split('::', 1)
-        try:
-            spec = importlib.util.find_spec(pkg)
-        except (ImportError, ValueError):
-            spec = None
-        if spec is None or spec.origin is None:
-            raise FileNotFoundError(
-                f'config {path!r}: package {pkg!r} is not installed')
-        path = osp.join(osp.dirname(spec.origin), '.mim', 'configs', rel)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'config file not found: {path!r}')
-    return path
-
-
-def load_task_config(config, cfg_options: Optional[dict] = None):
-    """(cfg, scope) of a config (a file, ``pkg::path`` for a library's own,
-    or a ``Config``, copied), with ``cfg_options`` as ``--cfg-options``
-    (``{'a.b': value}``) merged in, its library's default scope set and
-    the library's models and FCViT registered."""
-    import copy
-    import importlib
-
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
-    if isinstance(config, Config):
-        cfg = copy.deepcopy(config)
-    else:
-        cfg = Config.fromfile(resolve_config_path(str(config)))
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    scope = cfg.get('default_scope')
-    if scope not in ('mmdet', 'mmseg', 'mmpretrain'):
-        raise ValueError(f'config {cfg.filename!r}: default_scope {scope!r} '
-                         'is not mmdet, mmseg or mmpretrain')
-    init_default_scope(scope)
-    importlib.import_module(f'{scope}.models')  # registers the library's
-    import fcvit_mm  # noqa: F401  (registers FCViT)
-    return cfg, scope
-
-
 def build_model_from_config(path: str, cfg_options: Optional[dict] = None):
-    """(model, cfg, scope) for a config, as the libraries' runners build it
-    (top-level ``data_preprocessor`` merged in), without pretrained
-    weights; ``cfg_options`` as ``--cfg-options`` (``{'a.b': value}``)."""
-    from mmengine.registry import MODELS
+    """(model, cfg, scope) for a config (a file or ``pkg::path``), as
+    :mod:`fcvit_mm.utils.config` builds it (no pretrained weights, in eval
+    mode); ``cfg_options`` as ``--cfg-options`` (``{'a.b': value}``)."""
+    from fcvit_mm.utils.config import build_model, load_task_config
     cfg, scope = load_task_config(path, cfg_options)
-    model_cfg = cfg.model
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', cfg.data_preprocessor)
-    if model_cfg.get('backbone', {}).get('init_cfg') is not None:
-        model_cfg.backbone.init_cfg = None  # no pretrained weights
-    return MODELS.build(model_cfg), cfg, scope
+    return build_model(cfg), cfg, scope
 
 
 def model_from_name_or_config(spec: str):

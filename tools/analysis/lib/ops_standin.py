@@ -280,7 +280,7 @@ class SigmoidFocalLoss(nn.Module):
 def _unavailable(name: str):
     message = (f'mmcv.ops.{name} needs mmcv\'s compiled ops, which are not '
                'installed here; the torchvision-backed stand-in '
-               '(fcvit_mm.analysis.ops_standin) provides only nms, '
+               '(tools.analysis.lib.ops_standin) provides only nms, '
                'batched_nms, roi_align / RoIAlign and sigmoid_focal_loss')
 
     if name[:1].isupper():  # a class: imports (and can be subclassed)

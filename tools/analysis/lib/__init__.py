@@ -1,7 +1,10 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Code shared by the analysis tools (``tools/analysis/*``).
+"""Code shared by the analysis tools (``tools/analysis/*``) and their tests.
 
-Not imported by ``fcvit_mm`` itself nor by any training job:
+Not part of the installed package (``pip install fcvit-mm`` does not
+install it): the tools import it from a clone, ``fcvit_mm`` never does.
+Models from a config are built by :mod:`fcvit_mm.utils.config`, as the
+deploy package builds them.
 
 * :mod:`.models`: models by name (``fcvit-ARCH[-plain][-cp][-cl]``, the one
   parser of these names, and mmpretrain peers) or from a config

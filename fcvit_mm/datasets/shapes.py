@@ -1,6 +1,6 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """A seeded generator of synthetic-shapes datasets in three real layouts
-(a test and demo fixture; the command line is
+(the data of the demo and of the tests; the command line is
 ``tools/dataset_converters/make_shapes.py``).
 
 Images show a few filled shapes (``circle``, ``square``, ``triangle``) of
