@@ -58,33 +58,33 @@ def layer_norm_to_instance_norm(model) -> int:
         x, scale = node.input[0], node.input[1]
         bias = node.input[2] if len(node.input) > 2 else ''
         eps = float(attrs.get('epsilon', 1e-5))
-        p = f'{node.name or "layer_norm"}_as_instance_norm_{count}'
+        p = f'{node.name or "layer_norm"}/as_instance_norm/{count}'
         dtype = (arrays[scale].dtype if scale in arrays else np.float32)
         graph.initializer.extend([
             numpy_helper.from_array(np.array([0, 1, -1], np.int64),
-                                    f'{p}_rows'),
-            numpy_helper.from_array(np.ones(1, dtype), f'{p}_one'),
-            numpy_helper.from_array(np.zeros(1, dtype), f'{p}_zero'),
+                                    f'{p}/rows'),
+            numpy_helper.from_array(np.ones(1, dtype), f'{p}/one'),
+            numpy_helper.from_array(np.zeros(1, dtype), f'{p}/zero'),
         ])
         steps = [
-            helper.make_node('Reshape', [x, f'{p}_rows'], [f'{p}_r']),
+            helper.make_node('Reshape', [x, f'{p}/rows'], [f'{p}/r']),
             helper.make_node('InstanceNormalization',
-                             [f'{p}_r', f'{p}_one', f'{p}_zero'],
-                             [f'{p}_n'], epsilon=eps),
-            helper.make_node('Shape', [x], [f'{p}_shape']),
-            helper.make_node('Reshape', [f'{p}_n', f'{p}_shape'],
-                             [f'{p}_y']),
+                             [f'{p}/r', f'{p}/one', f'{p}/zero'],
+                             [f'{p}/n'], epsilon=eps),
+            helper.make_node('Shape', [x], [f'{p}/shape']),
+            helper.make_node('Reshape', [f'{p}/n', f'{p}/shape'],
+                             [f'{p}/y']),
         ]
-        y = f'{p}_y'
+        y = f'{p}/y'
         if not _constant_equals(arrays, scale, 1.0):
-            steps.append(helper.make_node('Mul', [y, scale], [f'{p}_m']))
-            y = f'{p}_m'
+            steps.append(helper.make_node('Mul', [y, scale], [f'{p}/m']))
+            y = f'{p}/m'
         if bias and not _constant_equals(arrays, bias, 0.0):
-            steps.append(helper.make_node('Add', [y, bias], [f'{p}_a']))
-            y = f'{p}_a'
+            steps.append(helper.make_node('Add', [y, bias], [f'{p}/a']))
+            y = f'{p}/a'
         steps[-1].output[0] = node.output[0]
         for i, step in enumerate(steps):
-            step.name = f'{p}_{i}'
+            step.name = f'{p}/{i}'
         nodes.extend(steps)
         count += 1
     if count:

@@ -13,12 +13,16 @@ sequence is ever formed.
 
 Each module below holds two formulations of its math side by side, chosen by
 its ``fast_path`` flag (:class:`FastPathMixin`; by default from the device
-and dtype of the input): the plain one, an op-by-op transcription of the
-reference, and the fast one (the default on CPU and for half precision on
-CUDA), the same function computed on channels-last tensors with the kernels
+of the input): the plain one, an op-by-op transcription of the reference
+(the default on CUDA and other devices), and the fast one (the default on
+CPU), the same function computed on channels-last tensors with the kernels
 of :mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
 checks that both give the same outputs and gradients. Inputs and outputs of
-:class:`FCViT` are ordinary NCHW tensors either way.
+:class:`FCViT` are ordinary NCHW tensors either way. A TorchScript-based
+ONNX export writes the one-group GroupNorms and the global context in the
+forms the runtimes run fastest (``fcvit_ops.group_norm1``,
+``GlobalContext._add_onnx``), and :meth:`FCViT.switch_to_deploy` gives the
+inference form that ``fcvit_mm.deploy`` exports (``tests/test_inference_form.py``).
 
 The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
@@ -70,8 +74,9 @@ class FastPathMixin:
     layout): ``'auto'`` (the default) decides at each forward from the
     input's device and dtype
     (:func:`~fcvit_mm.models.backbones.fcvit_ops.fast_path_suits`: the fast
-    one on CPU, the plain one on CUDA and other devices, as measured); ``True`` the fast one everywhere; ``False`` the plain one. Setting
-    it on a module sets it on every FCViT module inside.
+    one on CPU, the plain one on CUDA and other devices, as measured);
+    ``True`` the fast one everywhere; ``False`` the plain one. Setting it
+    on a module sets it on every FCViT module inside.
     """
     _fast_path: Union[bool, str] = 'auto'
 
@@ -558,12 +563,11 @@ class FCViT(FastPathMixin, BaseModule):
             Defaults to ``dict(type='BN')``.
         with_cp (bool): Activation checkpointing per block (saves memory,
             same results). Defaults to False.
-        fast_path (bool | str): ``'auto'`` follows the device and dtype of
-            the input: the fast formulation (channels-last tensors, kernels
+        fast_path (bool | str): ``'auto'`` follows the device of the
+            input: the fast formulation (channels-last tensors, kernels
             chosen per device and dtype: CPU-tuned ones on CPU, GPU ones on
-            CUDA, standard ops when compiled or exported) on CPU and on CUDA
-            in half precision or autocast, the plain one elsewhere (float32
-            CUDA included). True forces the fast formulation, False the
+            CUDA, standard ops when compiled or exported) on CPU, the plain
+            one on CUDA and every other device, in any dtype. True forces the fast formulation, False the
             plain op-by-op transcription of the reference, whatever the
             input's memory layout. Same math either way; inputs and outputs
             stay ordinary NCHW tensors. Can also be switched on a built model
