@@ -50,7 +50,7 @@ CLS = {'fcvit-b12': ('configs/classification/fcvit_b12_in1k.py', {}),
 DET = {'maskrcnn-fcvit-b12': ('configs/detection/maskrcnn_fcvit_b12.py', {}),
        'maskrcnn-r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', {})}
 SEG = {'fpn-fcvit-b12': ('configs/segmentation/fpn_fcvit_b12_ade20k.py', {}),
-       'fpn-r50': ('mmseg::sem_fpn/fpn_r50_4xb4-80k_ade20k-512x512.py', {})}
+       'fpn-r50': ('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', {})}
 DEPLOYED = ('onnxruntime', 'openvino')
 RUNTIMES = ('eager', 'compile') + DEPLOYED
 
