@@ -277,6 +277,28 @@ def test_checkpoint_of_another_config_is_refused(exported, tmp_path):
         export_model(config, path, str(tmp_path / 'out'))
 
 
+def test_load_weights_reads_as_every_load(exported, tmp_path):
+    """The export reads checkpoints through the project's one loading rule
+    (models/checkpoint.py): DataParallel's ``module.`` prefix dropped, a
+    missing file or a file without weights named."""
+    from fcvit_mm.deploy import load_weights
+    config, ckpt, _, _ = exported('classifier')
+    state = torch.load(ckpt, weights_only=True)['state_dict']
+    wrapped = str(tmp_path / 'wrapped.pth')
+    torch.save({'state_dict': {'module.' + k: v for k, v in state.items()},
+                'meta': {'epoch': 3}}, wrapped)
+    model = build_model(load_config(config)[0])
+    assert load_weights(model, wrapped) == {'epoch': 3}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        load_weights(model, str(tmp_path / 'nowhere.pth'))
+    empty = str(tmp_path / 'empty.pth')
+    torch.save({'state_dict': {}}, empty)
+    with pytest.raises(CheckpointMismatchError, match='holds no weights'):
+        load_weights(model, empty)
+
+
 @pytest.mark.parametrize('opset,exporter', [(9, 'torchscript'),
                                             (21, 'torchscript'),
                                             (17, 'dynamo')])
