@@ -20,7 +20,8 @@ TASK ?= det
 demo: install
 	$(PYTHON) tools/demo.py --task $(TASK)
 
-# ONNX export / ONNX Runtime (docs/deployment.md); not needed for training.
+# ONNX export, ONNX Runtime and OpenVINO (docs/deployment.md); not needed
+# for training.
 .PHONY: install-deploy
 install-deploy: install
-	$(PYTHON) -m pip install -c requirements/constraints.txt -r requirements/deploy.txt
+	$(PYTHON) -m pip install -c requirements/constraints.txt -r requirements/deploy.txt -r requirements/openvino.txt

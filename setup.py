@@ -79,6 +79,9 @@ setup(
         # ONNX export and ONNX Runtime (fcvit_mm.deploy); onnxscript is
         # what torch's dynamo-based ONNX exporter needs
         'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2'],
+        # OpenVINO, the second runtime of an export (it reads the ONNX
+        # graphs that the deploy extra writes)
+        'openvino': ['openvino>=2024.0'],
     },
     license='Apache-2.0',
     license_files=['LICENSE'],

@@ -1,16 +1,22 @@
-"""Deployment: config + checkpoint -> ONNX -> ONNX Runtime, against the
-library's own inference (tools/deployment/export_onnx.py, fcvit_mm.deploy).
+"""Deployment: config + checkpoint -> ONNX -> ONNX Runtime and OpenVINO,
+against the library's own inference (tools/deployment/export_onnx.py,
+fcvit_mm.deploy).
 
 Per task, a tiny model of each config family (FCViT-tiny, slim heads, 3-4
 classes) is saved as a checkpoint, exported at one size, and run on an
 image that the test pipeline brings to another size; the library's own
 inference function (mmdet ``inference_detector``, mmseg
 ``inference_model``, mmpretrain ``ImageClassificationInferencer``) runs the
-PyTorch model loaded from the checkpoint and the exported model, and the
-results must agree as docs/deployment.md promises. The exports are made once
-per module. Needs the ``deploy`` extra (onnx, onnxruntime, onnxscript).
+PyTorch model loaded from the checkpoint and the exported model in each
+runtime, and the results must agree as docs/deployment.md promises. The
+exports and the PyTorch references are made once per module, and both
+runtimes run the same export. Needs the ``deploy`` extra (onnx,
+onnxruntime, onnxscript) and, for the OpenVINO cases, the ``openvino``
+extra (skipped without it).
 """
+import importlib.util
 import os.path as osp
+import sys
 
 import numpy as np
 import pytest
@@ -22,7 +28,9 @@ pytest.importorskip('onnx')
 
 from fcvit_mm.deploy import (CheckpointMismatchError, export_model,  # noqa
                              init_onnx_model)
-from fcvit_mm.deploy.export import build_model, load_config  # noqa: E402
+from fcvit_mm.deploy import backends  # noqa: E402
+from fcvit_mm.deploy.export import (OPSETS, build_model, check_opset,  # noqa
+                                    load_config)
 from fcvit_mm.deploy.parity import (COMPARE, init_library_model,  # noqa
                                     library_inference)
 
@@ -36,6 +44,12 @@ SEG_PIPELINE = [dict(type='LoadImageFromFile'),
                 dict(type='ResizeToMultiple', size_divisor=32),
                 dict(type='PackSegInputs')]
 TINY = [32, 64, 160, 320]  # FCViT-tiny's widths
+HAVE_OPENVINO = importlib.util.find_spec('openvino') is not None
+#: both runtimes; OpenVINO's cases skip (saying how to install it) without it
+RUNTIMES = ['onnxruntime', pytest.param(
+    'openvino', marks=pytest.mark.skipif(
+        not HAVE_OPENVINO, reason='needs the openvino extra: '
+        'pip install -e .[openvino]'))]
 
 #: name -> (config, cfg_options, export (H, W)); each test pipeline brings
 #: the test image (100 x 150) to another size than the export's
@@ -132,21 +146,37 @@ def _make(name, tmp):
     return config, ckpt, out, manifest
 
 
-def _torch_model(name, config, ckpt):
-    return init_library_model(config, ckpt)
+@pytest.fixture(scope='module')
+def reference(exported, image):
+    """name -> (PyTorch model loaded from the checkpoint, the library's
+    inference of it on the test image), made once for both runtimes."""
+    cache = {}
+
+    def get(name):
+        if name not in cache:
+            config, ckpt, _, _ = exported(name)
+            model = init_library_model(config, ckpt)
+            cache[name] = model, library_inference(model, TASKS[name], image)
+        return cache[name]
+    return get
 
 
+@pytest.mark.parametrize('runtime', RUNTIMES)
 @pytest.mark.parametrize('name', list(MODELS))
-def test_parity_with_library_inference(name, exported, image):
+def test_parity_with_library_inference(name, runtime, exported, reference,
+                                       image):
     """The library's inference gives the same result with the export in
-    ONNX Runtime as with the PyTorch model, on an image the pipeline brings
+    the runtime as with the PyTorch model, on an image the pipeline brings
     to another size than the export's."""
-    config, ckpt, out, manifest = exported(name)
+    _, _, out, manifest = exported(name)
     task = TASKS[name]
     assert manifest['task'] == task
-    ref = library_inference(_torch_model(name, config, ckpt), task, image)
-    onnx_model = init_onnx_model(out, threads=1)
-    got = library_inference(onnx_model, task, image)
+    _, ref = reference(name)
+    deployed = init_onnx_model(out, threads=1, runtime=runtime)
+    assert deployed.onnx_runtime == runtime
+    assert {p.session.runtime for p in deployed.onnx_parts.values()} == {
+        runtime}
+    got = library_inference(deployed, task, image)
     if task == 'detection':
         thr = 0.05
         res = COMPARE[task](ref, got, score_thr=thr)
@@ -163,13 +193,14 @@ def test_parity_with_library_inference(name, exported, image):
         assert got['pred_class'] == ref['pred_class']
 
 
+@pytest.mark.parametrize('runtime', RUNTIMES)
 @pytest.mark.parametrize('name', ['fpn', 'maskrcnn'])
-def test_dynamic_batch_and_size(name, exported):
+def test_dynamic_batch_and_size(name, runtime, exported, reference):
     """The image graph of a dense model takes another batch size and image
     size than the export's and gives what PyTorch gives."""
-    config, ckpt, out, manifest = exported(name)
-    torch_model = _torch_model(name, config, ckpt)
-    onnx_model = init_onnx_model(out, threads=1)
+    _, _, out, manifest = exported(name)
+    torch_model, _ = reference(name)
+    deployed = init_onnx_model(out, threads=1, runtime=runtime)
     part = manifest['parts'][0]['replaces']
     x = torch.rand(2, 3, 96, 160) * 2 - 1
     with torch.no_grad():
@@ -178,7 +209,7 @@ def test_dynamic_batch_and_size(name, exported):
                 x, [dict(img_shape=(96, 160), pad_shape=(96, 160))] * 2)]
         else:
             ref = list(torch_model.extract_feat(x))
-    got = getattr(onnx_model, part)(x)
+    got = getattr(deployed, part)(x)
     got = [got] if isinstance(got, torch.Tensor) else list(got)
     assert [g.shape for g in got] == [r.shape for r in ref]
     for g, r in zip(got, ref):
@@ -186,14 +217,43 @@ def test_dynamic_batch_and_size(name, exported):
             r.abs().max()))
 
 
+def test_declared_dynamic_dims(exported):
+    """What a shape-profile consumer (e.g. TensorRT) reads from the graph:
+    batch, height and width of the image are named dynamic dims, and every
+    pyramid level's height and width have names of their own (equal names
+    would declare the levels equal in size)."""
+    import onnx
+    _, _, out, manifest = exported('maskrcnn')
+    graph = onnx.load(osp.join(out, 'extract_feat.onnx')).graph
+
+    def dims(value):
+        return [d.dim_param or d.dim_value
+                for d in value.type.tensor_type.shape.dim]
+    (image, ) = graph.input
+    assert [isinstance(d, str) for d in dims(image)] == [True, False, True,
+                                                         True]
+    names = []
+    assert len(graph.output) == 5  # the FPN's levels
+    for level in graph.output:
+        batch, channels, h, w = dims(level)
+        assert isinstance(batch, str) and isinstance(channels, int)
+        assert isinstance(h, str) and isinstance(w, str), dims(level)
+        names += [h, w]
+    assert len(set(names)) == len(names), names
+
+
 def test_cli_checks_parity(exported, image, tmp_path, capsys):
-    """The one command: export a checkpoint and check it on an image."""
+    """The one command: export a checkpoint and check it on an image (in
+    OpenVINO where it is installed: the export itself is checked in ONNX
+    Runtime)."""
     config, ckpt, _, _ = exported('classifier')
     tool = load_tool('deployment/export_onnx')
+    runtime = 'openvino' if HAVE_OPENVINO else 'onnxruntime'
     rc = tool.main([config, ckpt, str(tmp_path / 'out'), '--shape', '80',
-                    '80', '--check-image', image])
+                    '80', '--check-image', image, '--runtime', runtime])
     assert rc == 0
-    assert '"ok": true' in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert '"ok": true' in out and f'"runtime": "{runtime}"' in out
 
 
 # --------------------------------------------------------------------------
@@ -217,6 +277,28 @@ def test_checkpoint_of_another_config_is_refused(exported, tmp_path):
         export_model(config, path, str(tmp_path / 'out'))
 
 
+def test_load_weights_reads_as_every_load(exported, tmp_path):
+    """The export reads checkpoints through the project's one loading rule
+    (models/checkpoint.py): DataParallel's ``module.`` prefix dropped, a
+    missing file or a file without weights named."""
+    from fcvit_mm.deploy import load_weights
+    config, ckpt, _, _ = exported('classifier')
+    state = torch.load(ckpt, weights_only=True)['state_dict']
+    wrapped = str(tmp_path / 'wrapped.pth')
+    torch.save({'state_dict': {'module.' + k: v for k, v in state.items()},
+                'meta': {'epoch': 3}}, wrapped)
+    model = build_model(load_config(config)[0])
+    assert load_weights(model, wrapped) == {'epoch': 3}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    with pytest.raises(FileNotFoundError, match='nowhere.pth'):
+        load_weights(model, str(tmp_path / 'nowhere.pth'))
+    empty = str(tmp_path / 'empty.pth')
+    torch.save({'state_dict': {}}, empty)
+    with pytest.raises(CheckpointMismatchError, match='holds no weights'):
+        load_weights(model, empty)
+
+
 @pytest.mark.parametrize('opset,exporter', [(9, 'torchscript'),
                                             (21, 'torchscript'),
                                             (17, 'dynamo')])
@@ -227,21 +309,65 @@ def test_unsupported_opset_is_refused(opset, exporter, tmp_path):
                      str(tmp_path), opset=opset, exporter=exporter)
 
 
-def test_input_the_export_cannot_take(exported, tmp_path):
+@pytest.mark.parametrize('exporter', sorted(OPSETS))
+def test_opset_range_ends(exporter):
+    """Both ends of each exporter's range are accepted, one past either end
+    is refused."""
+    low, high = OPSETS[exporter]
+    check_opset(low, exporter)
+    check_opset(high, exporter)
+    for opset in (low - 1, high + 1):
+        with pytest.raises(ValueError, match=rf'opset {opset} is not '
+                           rf'supported .* from {low} to {high}'):
+            check_opset(opset, exporter)
+
+
+@pytest.fixture(scope='module')
+def static_classifier(exported, tmp_path_factory):
+    """The classifier exported with fixed batch and size (64 x 64)."""
+    config, ckpt, _, _ = exported('classifier')
+    out = str(tmp_path_factory.mktemp('static'))
+    export_model(config, ckpt, out, shape=(64, 64), dynamic=False)
+    return out
+
+
+@pytest.mark.parametrize('runtime', RUNTIMES)
+def test_input_the_export_cannot_take(runtime, exported, static_classifier):
     """A static export refuses another size, a dynamic one an image
-    smaller than the backbone's stride, naming the problem (not an ONNX
-    Runtime error)."""
-    config, ckpt, out, _ = exported('classifier')
-    dynamic = init_onnx_model(out, threads=1)
+    smaller than the backbone's stride, naming the problem (not a runtime
+    error)."""
+    _, _, out, _ = exported('classifier')
+    dynamic = init_onnx_model(out, threads=1, runtime=runtime)
     with pytest.raises(ValueError, match='at least 32 x 32 pixels'):
         dynamic.extract_feat(torch.rand(1, 3, 16, 64))
     with pytest.raises(ValueError, match='4 dims'):
         dynamic.extract_feat(torch.rand(3, 64, 64))
-    export_model(config, ckpt, str(tmp_path), shape=(64, 64), dynamic=False)
-    static = init_onnx_model(str(tmp_path), threads=1)
+    static = init_onnx_model(static_classifier, threads=1, runtime=runtime)
     assert static.extract_feat(torch.rand(1, 3, 64, 64)).shape == (1, 3)
     with pytest.raises(ValueError, match=r'static shape.*got \(1, 3, 96, 64'):
         static.extract_feat(torch.rand(1, 3, 96, 64))
+
+
+def test_runtime_names_and_missing_openvino(exported, monkeypatch):
+    """An unknown runtime names the valid ones; OpenVINO missing names the
+    extra and the pinned version (simulated by hiding the module)."""
+    _, _, out, _ = exported('classifier')
+    with pytest.raises(ValueError, match=r"unknown runtime 'tensorrt': "
+                       r"choose one of 'onnxruntime', 'openvino'"):
+        init_onnx_model(out, runtime='tensorrt')
+    with pytest.raises(ValueError, match='providers are ONNX Runtime'):
+        init_onnx_model(out, runtime='openvino',
+                        providers=['CPUExecutionProvider'])
+    monkeypatch.setitem(sys.modules, 'openvino', None)  # import fails
+    monkeypatch.setattr(backends, '_core', None)
+    with pytest.raises(ImportError, match=r'(?s)openvino.*not installed: '
+                       r'pip install -e \.\[openvino\].*openvino=='
+                       + backends.OPENVINO_VERSION.replace('.', r'\.')):
+        init_onnx_model(out, runtime='openvino')
+    # the version the message names is the one the project pins
+    with open(osp.join(ROOT, 'requirements', 'constraints.txt')) as f:
+        pins = [line.strip() for line in f]
+    assert f'openvino=={backends.OPENVINO_VERSION}' in pins
 
 
 # --------------------------------------------------------------------------

@@ -22,6 +22,7 @@ import torch.nn as nn
 from ..utils.config import build_model
 from ..utils.config import load_task_config as load_config
 from ..utils.config import model_task as task_of
+from .backends import OrtSession
 from .parts import Part, build_parts, min_input_size
 from .rewrites import make_exportable
 from .structure import flatten, unflatten
@@ -64,21 +65,24 @@ def load_weights(model: nn.Module, checkpoint: str,
     """Load ``checkpoint`` into ``model`` if it fits exactly (every weight
     present, none extra, every shape equal), else raise a
     :class:`CheckpointMismatchError` that lists what does not fit. Returns
-    the checkpoint's ``meta`` (empty if it has none)."""
-    from mmengine.runner import CheckpointLoader
-    if not osp.isfile(checkpoint):
-        raise FileNotFoundError(f'checkpoint file not found: {checkpoint!r}')
-    ckpt = CheckpointLoader.load_checkpoint(checkpoint, map_location='cpu')
-    state = ckpt.get('state_dict', ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise CheckpointMismatchError(
-            f'{checkpoint} holds no state dict (got {type(ckpt).__name__})')
-    state = {k[7:] if k.startswith('module.') else k: v
-             for k, v in state.items()}
+    the checkpoint's ``meta`` (empty if it has none).
+
+    The file is read and its weights taken as every load of this project
+    does (:func:`fcvit_mm.models.checkpoint.safe_load`,
+    :func:`~fcvit_mm.models.checkpoint.extract_state_dict`), and FCViT
+    applies its own fit rule as it loads; on top of that, an export takes
+    the whole model exactly."""
+    from fcvit_mm.models.checkpoint import (CheckpointError,
+                                            extract_state_dict, safe_load)
+    ckpt = safe_load(checkpoint)  # FileNotFoundError naming the file
+    try:
+        state = extract_state_dict(ckpt, checkpoint)
+    except CheckpointError as e:
+        raise CheckpointMismatchError(str(e)) from None
     what = f'checkpoint {checkpoint} does not fit the model of {config_name}'
     try:
         res = model.load_state_dict(state, strict=False)
-    except (RuntimeError, ValueError, KeyError) as e:  # shapes, FCViT's hook
+    except (RuntimeError, ValueError, KeyError) as e:  # shapes, FCViT's rule
         raise CheckpointMismatchError(f'{what}: {e}') from e
     problems = []
     if res.missing_keys:
@@ -89,7 +93,7 @@ def load_weights(model: nn.Module, checkpoint: str,
                         f'not have ({_some(res.unexpected_keys)})')
     if problems:
         raise CheckpointMismatchError(f'{what}: ' + '; '.join(problems))
-    meta = ckpt.get('meta', {}) if isinstance(ckpt, dict) else {}
+    meta = ckpt.get('meta', {})
     return meta if isinstance(meta, dict) else {}
 
 
@@ -149,16 +153,6 @@ def export_part(module: _FlatModule, flat_inputs, path: str,
                                         dynamo=True, external_data=False,
                                         dynamic_shapes=dims, **kwargs)
             program.save(path)
-
-
-def _session(path: str, threads: Optional[int] = None):
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-    return ort.InferenceSession(path, opts,
-                                providers=['CPUExecutionProvider'])
 
 
 def export_model(config, checkpoint: Optional[str], out_dir: str, *,
@@ -249,9 +243,8 @@ def _export_and_check(model: nn.Module, part: Part, out_dir: str,
     with torch.no_grad():
         export_part(module, flat_in, path, input_names, output_names, axes,
                     opset, exporter)
-    sess = _session(path)
-    got = sess.run(None, {n: t.numpy() for n, t in zip(input_names,
-                                                        flat_in)})
+    sess = OrtSession(path)
+    got = sess.run({n: t.numpy() for n, t in zip(input_names, flat_in)})
     err = 0.0
     for g, r in zip(got, flat_ref):
         if tuple(g.shape) != tuple(r.shape):

@@ -1,7 +1,7 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """Compare what the library's inference gives for a PyTorch model and for
-its ONNX Runtime counterpart, with the acceptance criteria of
-docs/deployment.md:
+its exported counterpart (run by ONNX Runtime or OpenVINO), with the
+acceptance criteria of docs/deployment.md:
 
 * detection: above the score threshold, the same detections (label, box
   within ``box_tol`` pixels, score within ``score_tol``), masks with IoU at
@@ -15,6 +15,8 @@ from typing import Dict
 
 import numpy as np
 import torch
+
+from .runtime import init_library_model  # noqa: F401  (the tools' door)
 
 
 def _to_np(x) -> np.ndarray:
@@ -92,23 +94,6 @@ def compare_classification(ref: dict, got: dict, topk: int = 5) -> Dict:
     return dict(topk=k, ref_topk=ta.tolist(), got_topk=tb.tolist(),
                 max_score_diff=float(np.abs(a - b).max()),
                 ok=bool((ta == tb).all()))
-
-
-def init_library_model(config, checkpoint: str):
-    """The PyTorch model of ``config`` (a file or Config) with the weights
-    of ``checkpoint``, as the library's own init function loads it (mmdet
-    ``init_detector``, mmseg ``init_model``, mmpretrain ``get_model``), on
-    CPU."""
-    from .export import load_config
-    cfg, scope = load_config(config)
-    if scope == 'mmdet':
-        from mmdet.apis import init_detector
-        return init_detector(cfg, checkpoint, palette='none', device='cpu')
-    if scope == 'mmseg':
-        from mmseg.apis import init_model
-        return init_model(cfg, checkpoint, device='cpu')
-    from mmpretrain.apis import get_model
-    return get_model(cfg, pretrained=checkpoint, device='cpu')
 
 
 def library_inference(model, task: str, img):

@@ -1,13 +1,15 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Run an export of :func:`fcvit_mm.deploy.export_model` in ONNX Runtime.
+"""Run an export of :func:`fcvit_mm.deploy.export_model` in ONNX Runtime or
+OpenVINO.
 
 :func:`init_onnx_model` returns the library's own model, built from the
-exported config without weights, whose network parts are answered by ONNX
-Runtime sessions. Everything else (test pipeline, data preprocessor,
-post-processing) is the library's code, so its inference functions take the
-model as they take a PyTorch one::
+exported config without weights, whose network parts are answered by
+sessions of the runtime chosen (:mod:`fcvit_mm.deploy.backends`).
+Everything else (test pipeline, data preprocessor, post-processing) is the
+library's code, so its inference functions take the model as they take a
+PyTorch one::
 
-    model = init_onnx_model('work_dirs/maskrcnn_onnx')
+    model = init_onnx_model('work_dirs/maskrcnn_onnx')  # runtime='openvino'
     result = mmdet.apis.inference_detector(model, 'demo.jpg')
 """
 import json
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .backends import check_runtime, open_session
 from .export import FORMAT_VERSION, MANIFEST, load_config
 from .parts import resolve
 from .structure import flatten, unflatten
@@ -26,14 +29,16 @@ from .structure import flatten, unflatten
 class OnnxPart:
     """A callable that stands in for a method of the library model: it
     flattens its first argument, checks it against what the graph takes,
-    runs the graph and rebuilds the method's output structure."""
+    runs the graph in its session (any runtime of
+    :mod:`fcvit_mm.deploy.backends`) and rebuilds the method's output
+    structure."""
 
     def __init__(self, session, entry: dict, min_size: Optional[int] = None):
         self.session = session
         self.entry = entry
         self.name = entry['name']
         self.min_size = min_size
-        self.inputs = session.get_inputs()
+        self.inputs = session.inputs
 
     def check(self, tensors: List[torch.Tensor]) -> None:
         """Raise a ValueError naming the problem if the graph cannot take
@@ -67,7 +72,7 @@ class OnnxPart:
         self.check(tensors)
         feed = {spec.name: t.detach().cpu().float().contiguous().numpy()
                 for spec, t in zip(self.inputs, tensors)}
-        outs = self.session.run(None, feed)
+        outs = self.session.run(feed)
         return unflatten([torch.from_numpy(np.ascontiguousarray(o))
                           for o in outs], self.entry['out_spec'])
 
@@ -92,31 +97,52 @@ def read_manifest(export_dir: str) -> dict:
     return manifest
 
 
-def _library_model(config, scope: str) -> nn.Module:
-    """The library's model built by the library's own init function,
-    without weights."""
+def _library_model(cfg, scope: str,
+                   checkpoint: Optional[str] = None) -> nn.Module:
+    """The library's model of ``cfg`` built by the library's own init
+    function (mmdet ``init_detector``, mmseg ``init_model``, mmpretrain
+    ``get_model``), on CPU, with the weights of ``checkpoint`` (None: none).
+    """
     if scope == 'mmdet':
         from mmdet.apis import init_detector
-        return init_detector(config, None, palette='none', device='cpu')
+        return init_detector(cfg, checkpoint, palette='none', device='cpu')
     if scope == 'mmseg':
         from mmseg.apis import init_model
-        return init_model(config, None, device='cpu')
+        return init_model(cfg, checkpoint, device='cpu')
     from mmpretrain.apis import get_model
-    return get_model(config, pretrained=False, device='cpu')
+    return get_model(cfg, pretrained=checkpoint or False, device='cpu')
+
+
+def init_library_model(config, checkpoint: Optional[str] = None
+                       ) -> nn.Module:
+    """The PyTorch model of ``config`` (a file, ``pkg::path`` or a Config)
+    with the weights of ``checkpoint``, as the library's own init function
+    loads it, on CPU."""
+    cfg, scope = load_config(config)
+    return _library_model(cfg, scope, checkpoint)
 
 
 def init_onnx_model(export_dir: str, threads: Optional[int] = None,
-                    providers: Optional[List[str]] = None) -> nn.Module:
-    """The library model of an export, its network run by ONNX Runtime.
+                    providers: Optional[List[str]] = None,
+                    runtime: str = 'onnxruntime') -> nn.Module:
+    """The library model of an export, its network run by ONNX Runtime or
+    OpenVINO.
 
     Args:
         export_dir: folder written by :func:`fcvit_mm.deploy.export_model`.
-        threads: ONNX Runtime intra-op threads (default: its own choice).
-        providers: ONNX Runtime execution providers (default: CPU).
+        threads: the runtime's intra-op threads (default: its own choice).
+        providers: ONNX Runtime execution providers (default: CPU); only
+            with ``runtime='onnxruntime'``.
+        runtime: ``'onnxruntime'`` (the ``deploy`` extra) or
+            ``'openvino'`` (the ``openvino`` extra, on the CPU, float32).
     """
     import warnings
 
-    import onnxruntime as ort
+    check_runtime(runtime)
+    if providers and runtime != 'onnxruntime':
+        raise ValueError(f'providers are ONNX Runtime\'s; runtime='
+                         f'{runtime!r} runs on the CPU')
+    options = dict(providers=providers) if providers else {}
     manifest = read_manifest(export_dir)
     cfg, scope = load_config(osp.join(export_dir, manifest['config']))
     with warnings.catch_warnings():
@@ -129,15 +155,10 @@ def init_onnx_model(export_dir: str, threads: Optional[int] = None,
             model._dataset_meta = meta
         else:
             model.dataset_meta = meta
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
     model.onnx_parts = {}
     for entry in manifest['parts']:
-        session = ort.InferenceSession(
-            osp.join(export_dir, entry['file']), opts,
-            providers=providers or ['CPUExecutionProvider'])
+        session = open_session(osp.join(export_dir, entry['file']), runtime,
+                               threads, **options)
         part = OnnxPart(session, entry, manifest.get('min_size'))
         owner, attr = resolve(model, entry['replaces'])
         setattr(owner, attr, part)
@@ -146,4 +167,5 @@ def init_onnx_model(export_dir: str, threads: Optional[int] = None,
             setattr(owner, attr, _identity)
         model.onnx_parts[entry['name']] = part
     model.onnx_manifest = manifest
+    model.onnx_runtime = runtime
     return model.eval()

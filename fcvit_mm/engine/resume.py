@@ -26,10 +26,8 @@ from mmengine.runner import find_latest_checkpoint
 from fcvit_mm.internals import get_private, set_private
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.checkpoint import (CheckpointError,
-                                        backbone_state_dict_from, check_fits,
-                                        convert_reference_state_dict,
-                                        extract_state_dict,
-                                        is_reference_layout, safe_load,
+                                        check_backbone_fits,
+                                        extract_state_dict, safe_load,
                                         safe_url)
 from .data_hooks import unwrap_model
 
@@ -79,12 +77,10 @@ def check_resumable(path: str,
     for name, module in (model.named_modules() if model is not None else ()):
         if not isinstance(module, FCViT):
             continue
-        local = backbone_state_dict_from(extract_state_dict(ckpt, path),
-                                         f'{name}.' if name else None)
-        if is_reference_layout(local):
-            local = convert_reference_state_dict(local)[0]
+        weights = extract_state_dict(ckpt, path)
         try:
-            check_fits(module, local, name)
+            check_backbone_fits(module, weights, f'{name}.' if name else None,
+                                name)
         except CheckpointError as e:
             raise CheckpointError(f'{path!r}: {e}') from None
     return ckpt, dict(ckpt.get('meta') or {})

@@ -282,6 +282,19 @@ def fit_checkpoint(module: nn.Module, state_dict: dict, prefix: str,
     check_fits(module, local, prefix[:-1])
 
 
+def check_backbone_fits(module: nn.Module, state_dict: Mapping,
+                        prefix: Optional[str] = None,
+                        where: str = '') -> None:
+    """The loading rule applied before loading: ``state_dict`` (a whole
+    checkpoint's weights, :func:`extract_state_dict`) must hold weights that
+    fit ``module`` (an FCViT; its keys under ``prefix``, see
+    :func:`backbone_state_dict_from`), the reference's layout renamed
+    first, as :func:`fit_checkpoint` does when they are loaded; else
+    :class:`CheckpointError`."""
+    check_fits(module, _ours(backbone_state_dict_from(state_dict, prefix)),
+               where)
+
+
 def _ours(state_dict: Mapping) -> Mapping:
     """A backbone state dict in this project's layout (the reference's
     renamed; its classification head is not the backbone's)."""

@@ -1,27 +1,34 @@
 #!/usr/bin/env python
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""ONNX Runtime throughput of FCViT models against their ResNet-50 peers,
-exported the same way (tools/deployment/export_onnx.py's settings), in one
-run, random weights.
+"""Deployed speed of FCViT models against their ResNet-50 peers, in one
+run: PyTorch eager, ``torch.compile``, and the same ONNX export
+(tools/deployment/export_onnx.py's settings, random weights) in ONNX Runtime
+and in OpenVINO.
 
-* ``cls``: the FCViT-B12 ImageNet classifier (its plain-path and fast-path
-  graphs) against mmpretrain's ResNet-50, the classifier graph alone on a
-  batch of random 224 x 224 images;
-* ``det``: Mask R-CNN FCViT-B12 against mmdet's Mask R-CNN R-50, the whole
-  inference of one 800 x 1333 image (data preprocessor, the four graphs,
-  mmdet's post-processing in Python), with the detection score threshold at
-  0 so that every image has 100 detections (the mask head runs on 100 RoIs,
-  as for a trained model on a busy COCO image).
+* ``cls``: the FCViT-B12 ImageNet classifier (the export's default form, and
+  a row for the plain-path export) against mmpretrain's ResNet-50, the
+  network alone (backbone, neck, head) on batches of random 224 x 224
+  images, for each batch size of ``--batch``;
+* ``det``: Mask R-CNN FCViT-B12 against mmdet's Mask R-CNN R-50, one
+  800 x 1333 image end to end through ``init_onnx_model`` and
+  ``inference_detector`` (test pipeline, data preprocessor, the four graphs,
+  mmdet's post-processing), with the RCNN score threshold at 0 so that the
+  mask head runs on the full 100 detections of a busy image;
+* ``seg``: Semantic FPN FCViT-B12 against mmseg's FPN R-50, one 512 x 512
+  image end to end through ``init_onnx_model`` and ``inference_model``.
 
-Repetitions are interleaved across models and the median is reported, with
-the ratio to the ResNet-50 model. ``--profile`` adds ONNX Runtime's profile
-of the FCViT and ResNet-50 classifier graphs, time per operator type.
+Repetitions are interleaved across models and runtimes and the median is
+reported, with the ratio to the ResNet-50 model in the same runtime (the
+last model of each table is the baseline). ``--profile`` adds the time per
+operator type of the FCViT and ResNet-50 classifier graphs in both
+runtimes: ONNX Runtime's profiler (its trace is written to a temporary
+folder and deleted) and OpenVINO's per-layer performance counters.
 
-    python tools/deployment/benchmark_onnx.py --tasks cls det --threads 2
+    python tools/deployment/benchmark_onnx.py --tasks cls det seg \\
+        --batch 8 1 --threads 2 --profile
 """
 import argparse
-import json
-import os
+import math
 import os.path as osp
 import statistics
 import sys
@@ -31,122 +38,209 @@ from collections import defaultdict
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
-CLS = {'fcvit-b12': ('configs/classification/fcvit_b12_in1k.py', False),
-       'fcvit-b12-fast': ('configs/classification/fcvit_b12_in1k.py', True),
-       'resnet50': ('mmpretrain::resnet/resnet50_8xb32_in1k.py', None)}
-DET = {'maskrcnn-fcvit-b12': ('configs/detection/maskrcnn_fcvit_b12.py',
-                              False),
-       'maskrcnn-r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py',
-                        None)}
 ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..')
+#: export_model arguments of the plain-path export of FCViT (a row of its
+#: own beside the export's default form)
+PLAIN = dict(backbone_fast_path=False)
+#: name -> (config, export_model arguments); the last one is the baseline
+CLS = {'fcvit-b12': ('configs/classification/fcvit_b12_in1k.py', {}),
+       'fcvit-b12-plain': ('configs/classification/fcvit_b12_in1k.py',
+                           PLAIN),
+       'resnet50': ('mmpretrain::resnet/resnet50_8xb32_in1k.py', {})}
+DET = {'maskrcnn-fcvit-b12': ('configs/detection/maskrcnn_fcvit_b12.py', {}),
+       'maskrcnn-r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', {})}
+SEG = {'fpn-fcvit-b12': ('configs/segmentation/fpn_fcvit_b12_ade20k.py', {}),
+       'fpn-r50': ('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', {})}
+DEPLOYED = ('onnxruntime', 'openvino')
+RUNTIMES = ('eager', 'compile') + DEPLOYED
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    p.add_argument('--tasks', nargs='+', choices=['cls', 'det'],
-                   default=['cls', 'det'])
+    p.add_argument('--tasks', nargs='+', choices=['cls', 'det', 'seg'],
+                   default=['cls', 'det', 'seg'])
+    p.add_argument('--runtimes', nargs='+', choices=RUNTIMES,
+                   default=list(RUNTIMES),
+                   help='eager and compile: PyTorch (classifier only)')
+    p.add_argument('--no-compile', action='store_true',
+                   help='leave out torch.compile (inductor compiles the '
+                   'models for minutes on 2 cores)')
+    p.add_argument('--compile-backend', default='inductor',
+                   help='torch.compile backend')
     p.add_argument('--threads', type=int, default=2,
-                   help='ONNX Runtime intra-op threads')
-    p.add_argument('--batch', type=int, default=8, help='classifier batch')
+                   help='threads of every runtime')
+    p.add_argument('--batch', type=int, nargs='+', default=[8, 1],
+                   help='classifier batch sizes')
     p.add_argument('--size', type=int, default=224, help='classifier size')
     p.add_argument('--det-size', type=int, nargs=2, default=(800, 1333),
+                   metavar=('H', 'W'))
+    p.add_argument('--seg-size', type=int, nargs=2, default=(512, 512),
                    metavar=('H', 'W'))
     p.add_argument('--repeats', type=int, default=5)
     p.add_argument('--opset', type=int, default=17)
     p.add_argument('--exporter', default='torchscript')
     p.add_argument('--profile', action='store_true',
-                   help='time per ONNX operator type of the classifiers')
+                   help='time per operator type of the classifier graphs in '
+                   'both runtimes')
     p.add_argument('--work-dir', help='where the exports go (default: a '
-                   'temporary folder)')
-    return p.parse_args(argv)
+                   'temporary folder, deleted at the end)')
+    args = p.parse_args(argv)
+    if args.no_compile and 'compile' in args.runtimes:
+        args.runtimes.remove('compile')
+    return args
 
 
 def _config(path):
     return path if '::' in path else osp.join(ROOT, path)
 
 
-def _export(name, path, fast, args, shape, work, cfg_options=None):
-    from fcvit_mm.deploy import export_model, init_onnx_model
+def _export(name, path, options, args, shape, work, cfg_options=None):
+    """Export one model; its folder, or None if the export failed (said,
+    the rest of the run goes on)."""
+    from fcvit_mm.deploy import export_model
     out = osp.join(work, name)
     t = time.perf_counter()
-    export_model(_config(path), None, out, shape=shape, batch=1,
-                 opset=args.opset, exporter=args.exporter,
-                 backbone_fast_path=fast, cfg_options=cfg_options)
-    print(f'exported {name} in {time.perf_counter() - t:.0f} s',
-          flush=True)
-    return out, init_onnx_model(out, threads=args.threads)
+    try:
+        export_model(_config(path), None, out, shape=shape, batch=1,
+                     opset=args.opset, exporter=args.exporter,
+                     cfg_options=cfg_options, **options)
+    except Exception as e:  # noqa: BLE001  (reported, the rest runs)
+        print(f'{name}: export failed: {type(e).__name__}: '
+              f'{str(e).splitlines()[0][:200]}', flush=True)
+        return None
+    print(f'exported {name} in {time.perf_counter() - t:.0f} s', flush=True)
+    return out
+
+
+def _deployed(out, args):
+    """runtime -> the export's library model in that runtime."""
+    from fcvit_mm.deploy import init_onnx_model
+    return {rt: init_onnx_model(out, threads=args.threads, runtime=rt)
+            for rt in DEPLOYED if rt in args.runtimes}
+
+
+def _pad32(size):
+    return tuple(int(math.ceil(s / 32) * 32) for s in size)
 
 
 def _interleaved(fns: dict, repeats: int) -> dict:
-    """name -> median seconds of ``fn()`` over interleaved repetitions,
+    """key -> median seconds of ``fn()`` over interleaved repetitions,
     after one warm-up call each."""
     for fn in fns.values():
         fn()
     times = defaultdict(list)
     for _ in range(repeats):
-        for name, fn in fns.items():
+        for key, fn in fns.items():
             t = time.perf_counter()
             fn()
-            times[name].append(time.perf_counter() - t)
-    return {n: statistics.median(v) for n, v in times.items()}
+            times[key].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
-def _report(title, per_image: dict, baseline: str):
-    print(f'\n{title}')
-    base = per_image[baseline]
-    for name, sec in per_image.items():
-        print(f'  {name:22s} {1 / sec:8.3g} images/s  {sec:7.3f} s/image  '
-              f'{base / sec:5.2f}x {baseline}')
+def _report(title, per_image: dict, models, baseline: str) -> dict:
+    """Print images/s and the ratio to ``baseline`` in the same runtime;
+    ``per_image``: (runtime, model) -> seconds per image. Returns
+    {runtime: {model: (images/s, ratio or None)}}."""
+    runtimes = [rt for rt in RUNTIMES if any(k[0] == rt for k in per_image)]
+    print(f'\n{title}\n  images/s (ratio to {baseline} in the same '
+          'runtime)')
+    print('  ' + f'{"model":22s}' + ''.join(f'{rt:>20s}' for rt in runtimes))
+    table = defaultdict(dict)
+    for model in models:
+        cells = []
+        for rt in runtimes:
+            sec = per_image.get((rt, model))
+            if sec is None:
+                cells.append(f'{"-":>20s}')
+                continue
+            base = per_image.get((rt, baseline))
+            ratio = base / sec if base else None
+            table[rt][model] = (1 / sec, ratio)
+            cells.append(f'{1 / sec:11.3g} ' + (f'{ratio:6.2f}x' if ratio
+                                                 else f'{"-":>7s}'))
+        print(f'  {model:22s}' + ''.join(cells))
+    return dict(table)
 
 
-def bench_cls(args, work):
+def bench_cls(args, work) -> dict:
     import torch
-    models = {}
-    for n, (p, f) in CLS.items():
-        try:
-            models[n] = _export(n, p, f, args, (args.size, args.size), work)
-        except Exception as e:  # noqa: BLE001  (reported, the rest runs)
-            print(f'{n}: export failed: {type(e).__name__}: '
-                  f'{str(e).splitlines()[0][:200]}')
-    x = torch.rand(args.batch, 3, args.size, args.size) * 2 - 1
-    fns = {n: (lambda m=m: m.onnx_parts['classifier'](x))
-           for n, (_, m) in models.items()}
-    sec = _interleaved(fns, args.repeats)
-    _report(f'classifier graph, batch {args.batch}, {args.size} x '
-            f'{args.size}, {args.threads} ORT threads',
-            {n: s / args.batch for n, s in sec.items()}, 'resnet50')
+
+    from fcvit_mm.deploy.export import build_model, load_config
+    size = (args.size, args.size)
+    fns, graphs = {}, {}
+    for name, (path, options) in CLS.items():
+        out = _export(name, path, options, args, size, work)
+        if out is None:
+            continue
+        graphs[name] = osp.join(out, 'classifier.onnx')
+        for rt, model in _deployed(out, args).items():
+            fns[(rt, name)] = model.onnx_parts['classifier']
+        if options or not {'eager', 'compile'} & set(args.runtimes):
+            continue  # PyTorch rows: the model as the config builds it
+        torch.manual_seed(0)
+        model = build_model(load_config(_config(path))[0])
+
+        def logits(x, model=model):
+            return model.head(model.extract_feat(x))
+        if 'eager' in args.runtimes:
+            fns[('eager', name)] = logits
+        if 'compile' in args.runtimes:
+            fns[('compile', name)] = torch.compile(
+                logits, backend=args.compile_backend)
+    results = {}
+    for batch in args.batch:
+        x = torch.rand(batch, 3, *size) * 2 - 1
+
+        def call(fn, x=x):
+            with torch.inference_mode():
+                fn(x)
+        t = time.perf_counter()
+        sec = _interleaved({k: (lambda f=f: call(f)) for k, f in
+                            fns.items()}, args.repeats)
+        print(f'(timed batch {batch} in {time.perf_counter() - t:.0f} s)')
+        results[batch] = _report(
+            f'classifier (backbone, neck, head), batch {batch}, '
+            f'{size[0]} x {size[1]}, {args.threads} threads',
+            {k: s / batch for k, s in sec.items()}, list(CLS),
+            list(CLS)[-1])
     if args.profile:
-        for name in ('fcvit-b12', 'resnet50'):
-            profile(osp.join(models[name][0], 'classifier.onnx'), x, args)
+        x = torch.rand(args.batch[0], 3, *size) * 2 - 1
+        for name in (list(CLS)[0], list(CLS)[-1]):
+            if name in graphs:
+                results[f'profile {name}'] = profile(graphs[name], x, args)
+    return results
 
 
-def bench_det(args, work):
-    import torch
-    from mmengine.config import Config
+def _bench_image(task, table, args, size, cfg_options=None) -> dict:
+    """One random image of ``size`` through the library's inference of
+    each model of ``table`` in each deployed runtime, interleaved."""
+    import numpy as np
 
-    from fcvit_mm.utils.config import resolve_config_path
-    from tools.analysis.lib.data import synthetic_batch
-    opts = {'model.test_cfg.rcnn.score_thr': 0.0}
-    models = {n: _export(n, p, f, args, (800, 1344), work, opts)
-              for n, (p, f) in DET.items()}
-    cfg = Config.fromfile(resolve_config_path(_config(DET['maskrcnn-r50'][
-        0])))
-    batch = synthetic_batch('mmdet', cfg.model, 1, args.det_size)
-
-    def run(model):
-        with torch.no_grad():
-            out = model.test_step(batch)
-        assert len(out[0].pred_instances) == 100, len(out[0].pred_instances)
-    fns = {n: (lambda m=m: run(m)) for n, (_, m) in models.items()}
+    from fcvit_mm.deploy.parity import library_inference
+    img = np.random.default_rng(0).integers(0, 256, (*size, 3),
+                                            dtype=np.uint8)
+    fns, counts = {}, {}
+    for name, (path, options) in table.items():
+        out = _export(name, path, options, args, _pad32(size), args.work,
+                      cfg_options)
+        if out is None:
+            continue
+        for rt, model in _deployed(out, args).items():
+            fns[(rt, name)] = (lambda m=model: library_inference(m, task,
+                                                                 img))
+            if task == 'detection':
+                counts[name] = len(fns[(rt, name)]().pred_instances)
     sec = _interleaved(fns, args.repeats)
-    _report(f'Mask R-CNN inference, 1 image {args.det_size[0]} x '
-            f'{args.det_size[1]}, 100 detections, {args.threads} ORT '
-            'threads', sec, 'maskrcnn-r50')
+    what = (f', {max(counts.values())} detections' if counts else '')
+    return _report(f'{task}, 1 image {size[0]} x {size[1]} end to end'
+                   f'{what}, {args.threads} threads', sec, list(table),
+                   list(table)[-1])
 
 
-def _op_kind(args: dict) -> str:
-    """Operator type of a profiled node; convolutions split by kernel size
-    and depthwise (from the weight's shape (out, in / groups, kh, kw))."""
+def _op_kind_ort(args: dict) -> str:
+    """Operator type of a profiled ONNX Runtime node; convolutions split by
+    kernel size and depthwise (from the weight's shape (out, in / groups,
+    kh, kw))."""
     op = args['op_name']
     shapes = [next(iter(t.values())) for t in args.get('input_type_shape',
                                                       [])]
@@ -157,45 +251,88 @@ def _op_kind(args: dict) -> str:
     return op
 
 
-def profile(path, x, args, top=10):
-    """ONNX Runtime's own profile of one graph: share of time per
-    operator type over a few runs."""
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.enable_profiling = True
-    opts.profile_file_prefix = osp.splitext(path)[0] + '_profile'
-    sess = ort.InferenceSession(path, opts,
-                                providers=['CPUExecutionProvider'])
-    name = sess.get_inputs()[0].name
-    for _ in range(3):
-        sess.run(None, {name: x.numpy()})
-    trace = sess.end_profiling()
-    with open(trace) as f:
-        events = json.load(f)
-    by_op = defaultdict(float)
-    for e in events:
-        if e.get('cat') == 'Node' and e['name'].endswith('_kernel_time'):
-            by_op[_op_kind(e['args'])] += e['dur']
-    total = sum(by_op.values())
-    print(f'\n  ONNX Runtime profile of {osp.basename(osp.dirname(path))} '
-          f'(share of operator time):')
-    for op, dur in sorted(by_op.items(), key=lambda kv: -kv[1])[:top]:
-        print(f'    {op:24s} {100 * dur / total:5.1f}%')
-    os.remove(trace)
+def _op_kind_ov(node_type: str, exec_type: str) -> str:
+    """OpenVINO layer type; convolutions split into depthwise and 1x1 by
+    the implementation's name (e.g. ``brgconv_avx512_dw_f32``)."""
+    if node_type in ('Convolution', 'GroupConvolution'):
+        if '_dw' in exec_type:
+            return 'Convolution depthwise'
+        if '1x1' in exec_type:
+            return 'Convolution 1x1'
+        return 'Convolution'
+    return node_type
 
 
-def main(argv=None):
+def profile(path, x, args, runs=3, top=10) -> dict:
+    """Share of operator time per operator type of one graph over ``runs``
+    runs after a warm-up run, in each deployed runtime: {runtime: {kind:
+    share}}."""
+    import json
+
+    from fcvit_mm.deploy.backends import OpenVinoSession, OrtSession
+    feed_x = x.numpy()
+    shares = {}
+    for rt in DEPLOYED:
+        if rt not in args.runtimes:
+            continue
+        by_op = defaultdict(float)
+        if rt == 'onnxruntime':
+            with tempfile.TemporaryDirectory() as tmp:
+                sess = OrtSession(path, args.threads,
+                                  profile_prefix=osp.join(tmp, 'ort'))
+                for _ in range(runs + 1):
+                    sess.run({sess.inputs[0].name: feed_x})
+                with open(sess.session.end_profiling()) as f:
+                    events = json.load(f)
+            starts = sorted(e['ts'] for e in events
+                            if e.get('name') == 'model_run')
+            for e in events:  # the nodes of the runs after the warm-up
+                if (e.get('cat') == 'Node' and e['ts'] >= starts[1]
+                        and e['name'].endswith('_kernel_time')):
+                    by_op[_op_kind_ort(e['args'])] += e['dur']
+        else:
+            sess = OpenVinoSession(path, args.threads, profile=True)
+            sess.run({sess.inputs[0].name: feed_x})  # warm-up
+            for _ in range(runs):
+                sess.run({sess.inputs[0].name: feed_x})
+                for node_type, exec_type, us in sess.profile():
+                    by_op[_op_kind_ov(node_type, exec_type)] += us
+        total = sum(by_op.values()) or 1.0
+        shares[rt] = {k: v / total for k, v in by_op.items()}
+        print(f'\n  {rt} profile of {osp.basename(osp.dirname(path))} '
+              f'(share of operator time):')
+        for op, share in sorted(shares[rt].items(), key=lambda kv: -kv[1])[
+                :top]:
+            print(f'    {op:24s} {100 * share:5.1f}%')
+    return shares
+
+
+def main(argv=None) -> dict:
     args = parse_args(argv)
     import torch
     torch.set_num_threads(args.threads)
-    work = args.work_dir or tempfile.mkdtemp(prefix='fcvit_onnx_bench_')
-    print(f'exports under {work}; opset {args.opset}, {args.exporter} '
-          'exporter, dynamic shapes, random weights')
-    if 'cls' in args.tasks:
-        bench_cls(args, work)
-    if 'det' in args.tasks:
-        bench_det(args, work)
+    tmp = None
+    if not args.work_dir:
+        tmp = tempfile.TemporaryDirectory(prefix='fcvit_onnx_bench_')
+    args.work = args.work_dir or tmp.name
+    print(f'exports under {args.work}; opset {args.opset}, {args.exporter} '
+          f'exporter, dynamic shapes, random weights; runtimes '
+          f'{", ".join(args.runtimes)}')
+    results = {}
+    try:
+        if 'cls' in args.tasks:
+            results['cls'] = bench_cls(args, args.work)
+        if 'det' in args.tasks:
+            results['det'] = _bench_image(
+                'detection', DET, args, tuple(args.det_size),
+                {'model.test_cfg.rcnn.score_thr': 0.0})
+        if 'seg' in args.tasks:
+            results['seg'] = _bench_image('segmentation', SEG, args,
+                                          tuple(args.seg_size))
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+    return results
 
 
 if __name__ == '__main__':

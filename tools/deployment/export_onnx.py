@@ -4,17 +4,19 @@
 
     python tools/deployment/export_onnx.py CONFIG CHECKPOINT OUT_DIR \\
         [--shape H W] [--batch N] [--opset 17] [--static] \\
-        [--exporter torchscript|dynamo] [--check-image IMG]
+        [--exporter torchscript|dynamo] [--check-image IMG] \\
+        [--runtime onnxruntime|openvino]
 
 OUT_DIR receives one ONNX graph per part of the network (classifier: one,
 segmentor: one, RetinaNet: two, Mask R-CNN: four), the config and
 ``deploy.json``. Each graph is checked in ONNX Runtime against PyTorch on the
 export input. With ``--check-image``, the library's own inference runs on
-the image with the PyTorch model and with the exported one, and the tool
+the image with the PyTorch model and with the exported one (run by ONNX
+Runtime, or OpenVINO with ``--runtime openvino``), and the tool
 prints how they compare (exit status 1 if they differ beyond
 docs/deployment.md's criteria). Running an export: ``fcvit_mm.deploy.
-init_onnx_model(OUT_DIR)`` gives a model that the libraries' inference
-functions take (see docs/deployment.md).
+init_onnx_model(OUT_DIR, runtime=...)`` gives a model that the libraries'
+inference functions take (see docs/deployment.md).
 """
 import argparse
 import json
@@ -56,6 +58,9 @@ def parse_args(argv=None):
     p.add_argument('--check-image', metavar='IMG',
                    help='compare the library\'s inference with PyTorch and '
                    'with the export on this image')
+    p.add_argument('--runtime', choices=['onnxruntime', 'openvino'],
+                   default='onnxruntime',
+                   help='the runtime that --check-image runs the export in')
     p.add_argument('--score-thr', type=float, default=0.3,
                    help='detection score threshold of --check-image')
     p.add_argument('--cfg-options', nargs='+', action=DictAction,
@@ -85,11 +90,13 @@ def main(argv=None) -> int:
     cfg, _ = load_config(args.config, args.cfg_options)
     torch_model = init_library_model(cfg, args.checkpoint)
     ref = library_inference(torch_model, task, args.check_image)
-    got = library_inference(init_onnx_model(args.out_dir), task,
-                            args.check_image)
+    got = library_inference(
+        init_onnx_model(args.out_dir, runtime=args.runtime), task,
+        args.check_image)
     kwargs = dict(score_thr=args.score_thr) if task == 'detection' else {}
     res = COMPARE[task](ref, got, **kwargs)
-    print(json.dumps(dict(check_image=args.check_image, **res)))
+    print(json.dumps(dict(check_image=args.check_image,
+                          runtime=args.runtime, **res)))
     return 0 if res['ok'] else 1
 
 

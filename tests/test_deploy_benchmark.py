@@ -1,0 +1,68 @@
+"""tools/deployment/benchmark_onnx.py runs its whole code path (exports,
+PyTorch eager and compiled, ONNX Runtime and OpenVINO, the classifier,
+detection and segmentation end to end, both profilers) on tiny models and
+sizes with one repetition, so that it cannot rot. No timings are checked:
+the figures come from the full-size run (docs/deployment.md)."""
+import glob
+import importlib.util
+import os
+import os.path as osp
+
+import pytest
+from helpers import load_tool, one_thread  # noqa: F401
+
+pytest.importorskip('onnxruntime')
+pytest.importorskip('onnx')
+if importlib.util.find_spec('openvino') is None:
+    pytest.skip('needs the openvino extra: pip install -e .[openvino]',
+                allow_module_level=True)
+
+CLS_TINY = 'configs/classification/demo_fcvit_tiny_shapes.py'
+DET_TINY = 'configs/detection/demo_maskrcnn_fcvit_tiny_shapes.py'
+SEG_TINY = 'configs/segmentation/demo_fpn_fcvit_tiny_shapes.py'
+
+
+def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
+    tool = load_tool('deployment/benchmark_onnx')
+    # the tiny models stand in for FCViT-B12 and the ResNet-50 baselines
+    monkeypatch.setattr(tool, 'CLS', {'fcvit': (CLS_TINY, {}),
+                                      'fcvit-plain': (CLS_TINY, tool.PLAIN),
+                                      'baseline': (CLS_TINY, {})})
+    monkeypatch.setattr(tool, 'DET', {'maskrcnn': (DET_TINY, {})})
+    monkeypatch.setattr(tool, 'SEG', {'fpn': (SEG_TINY, {})})
+    monkeypatch.chdir(tmp_path)  # nothing may be left behind here
+    temp = tmp_path / 'temp'
+    temp.mkdir()
+    monkeypatch.setenv('TMPDIR', str(temp))
+    monkeypatch.setattr('tempfile.tempdir', None)
+    results = tool.main([
+        '--batch', '2', '--size', '64', '--det-size', '64', '90',
+        '--seg-size', '64', '64', '--repeats', '1', '--threads', '1',
+        '--compile-backend', 'eager', '--profile'])
+    out = capsys.readouterr().out
+    cls = results['cls']
+    table = cls[2]  # each batch size of --batch runs the same code
+    assert set(table) == {'eager', 'compile', 'onnxruntime', 'openvino'}
+    for rt in ('onnxruntime', 'openvino'):
+        assert set(table[rt]) == {'fcvit', 'fcvit-plain', 'baseline'}
+        assert table[rt]['baseline'][1] == pytest.approx(1.0)
+    for rt in ('eager', 'compile'):  # the model as the config builds it
+        assert set(table[rt]) == {'fcvit', 'baseline'}
+    for rt, rows in table.items():
+        for speed, ratio in rows.values():
+            assert speed > 0 and ratio > 0
+    for rt in ('onnxruntime', 'openvino'):
+        shares = cls['profile fcvit'][rt]
+        assert sum(shares.values()) == pytest.approx(1.0)
+        assert any(k.startswith(('Conv', 'Convolution')) for k in shares)
+    assert set(results['det']) == {'onnxruntime', 'openvino'}
+    assert set(results['seg']) == {'onnxruntime', 'openvino'}
+    assert 'detection, 1 image 64 x 90 end to end' in out
+    assert 'onnxruntime profile of fcvit' in out
+    assert 'openvino profile of fcvit' in out
+    # the exports and ONNX Runtime's trace went to temporary folders, gone
+    # (torch.compile's own cache, torchinductor_<user>, may stay)
+    assert os.listdir(tmp_path) == ['temp']
+    left = [p for p in glob.glob(osp.join(str(temp), '*'))
+            if not osp.basename(p).startswith('torchinductor_')]
+    assert left == []
