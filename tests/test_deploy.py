@@ -21,6 +21,8 @@ import sys
 import numpy as np
 import pytest
 import torch
+
+from fcvit_mm.models import FCViT
 from helpers import load_tool, one_thread  # noqa: F401
 
 pytest.importorskip('onnxruntime')
@@ -191,6 +193,23 @@ def test_parity_with_library_inference(name, runtime, exported, reference,
         assert tuple(fed) != tuple(manifest['export_shape'][2:])
     if task == 'classification':  # the classes come from the checkpoint
         assert got['pred_class'] == ref['pred_class']
+
+
+def test_default_export_is_the_inference_form(exported):
+    """export_model's default puts FCViT in its inference form
+    (switch_to_deploy, ONNX forms): the graph normalises with one
+    LayerNormalization per GroupNorm and holds no folded-away weight; the
+    parity tests above run that graph."""
+    onnx = pytest.importorskip('onnx')
+    config, _, out, manifest = exported('classifier')
+    assert manifest['backbone_form'] == 'deploy'
+    graph = onnx.load(osp.join(out, manifest['parts'][0]['file'])).graph
+    kinds = [n.op_type for n in graph.node]
+    backbone = load_config(config)[0].model.backbone
+    blocks = sum(FCViT.parse_arch(backbone.arch)['layers'])
+    # the blocks' two norms and the classifier's one output norm
+    assert kinds.count('LayerNormalization') == 2 * blocks + 1
+    assert 'InstanceNormalization' not in kinds
 
 
 @pytest.mark.parametrize('runtime', RUNTIMES)

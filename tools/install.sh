@@ -15,7 +15,8 @@
 #      which torch >= 2.10 headers need; CUDA ops when torch sees a GPU and
 #      nvcc exists) and caching the wheel;
 #   4. installs mmengine, mmdet, mmsegmentation, mmpretrain and the test tools
-#      (with requirements/deploy.txt: onnx, onnxruntime, for the deploy tests);
+#      (with requirements/deploy.txt and openvino.txt: onnx, onnxruntime,
+#      openvino, for the deploy tests);
 #   5. installs this package in editable mode.
 # Every command's output goes to a log file ($FCVIT_MM_CACHE/logs/); a failed
 # step ends the script with the step, the command and the log's last lines.
@@ -159,10 +160,11 @@ fi
 # --- 3. the OpenMMLab libraries, test tools, this package ---------------------
 if ! have mmdet "$(pin mmdet)" || ! have mmsegmentation "$(pin mmsegmentation)" \
     || ! have mmpretrain "$(pin mmpretrain)" || ! have mmengine "$(pin mmengine)" \
-    || ! "$PY" -c 'import fcvit_mm, pytest, hypothesis, onnxruntime' 2>/dev/null \
+    || ! "$PY" -c 'import fcvit_mm, pytest, hypothesis, onnxruntime, openvino' 2>/dev/null \
     || [ requirements/runtime.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/tests.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/deploy.txt -nt "$VENV/.fcvit_mm_installed" ] \
+    || [ requirements/openvino.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ setup.py -nt "$VENV/.fcvit_mm_installed" ]; then
     step "installing OpenMMLab libraries and test tools"
     run "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt \

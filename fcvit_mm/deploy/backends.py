@@ -59,6 +59,19 @@ def check_runtime(runtime: str) -> None:
                               'pip install -e .[deploy]') from e
 
 
+def _lowered_for_onnxruntime(path: str) -> Union[str, bytes]:
+    """The graph at ``path`` as ONNX Runtime gets it: the file itself, or
+    its serialised bytes after :func:`~fcvit_mm.deploy.lowering.
+    layer_norm_to_instance_norm` rewrote something."""
+    import onnx
+
+    from .lowering import layer_norm_to_instance_norm
+    model = onnx.load(path)
+    if not layer_norm_to_instance_norm(model):
+        return path
+    return model.SerializeToString()
+
+
 class OrtSession:
     """An ONNX Runtime session of one graph.
 
@@ -85,7 +98,8 @@ class OrtSession:
             opts.enable_profiling = True
             opts.profile_file_prefix = profile_prefix
         self.session = ort.InferenceSession(
-            path, opts, providers=list(providers or ['CPUExecutionProvider']))
+            _lowered_for_onnxruntime(path), opts,
+            providers=list(providers or ['CPUExecutionProvider']))
         self.inputs = [InputSpec(i.name, tuple(i.shape))
                        for i in self.session.get_inputs()]
 

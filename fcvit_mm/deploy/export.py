@@ -155,12 +155,31 @@ def export_part(module: _FlatModule, flat_inputs, path: str,
             program.save(path)
 
 
+#: the equivalent forms of FCViT that an export can hold (export_model)
+BACKBONE_FORMS = ('deploy', 'plain', 'fast', 'config')
+
+
+def set_backbone_form(model: nn.Module, form: str) -> None:
+    """Put every FCViT module of ``model`` in ``form`` (see
+    :func:`export_model`); weights must be loaded before (``'deploy'``
+    folds them)."""
+    from fcvit_mm.models import FCViT
+    from fcvit_mm.models.backbones.fcvit import FastPathMixin
+    if form == 'config':
+        return
+    for m in model.modules():
+        if isinstance(m, FastPathMixin):
+            m.fast_path = form == 'fast'
+        if form == 'deploy' and isinstance(m, FCViT):
+            m.switch_to_deploy()
+
+
 def export_model(config, checkpoint: Optional[str], out_dir: str, *,
                  shape: Optional[Tuple[int, int]] = None, batch: int = 1,
                  opset: int = DEFAULT_OPSET, dynamic: bool = True,
                  exporter: str = 'torchscript',
                  cfg_options: Optional[dict] = None,
-                 backbone_fast_path: Optional[bool] = False,
+                 backbone_form: str = 'deploy',
                  seed: int = 0) -> dict:
     """Export the model of ``config`` with the weights of ``checkpoint``
     (``None``: the model's own initialisation, e.g. for timing) to
@@ -175,11 +194,17 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
             the graphs; with False they are fixed to the export's.
         exporter: ``'torchscript'`` (``torch.onnx.export(dynamo=False)``)
             or ``'dynamo'``.
-        backbone_fast_path: put FCViT on its fast path (True), its plain
-            path (False: the default, the smaller and faster graph in ONNX
-            Runtime, see docs/deployment.md) or leave it as the config
-            builds it (None). Both compute the same function.
+        backbone_form: which equivalent form of FCViT backbones goes into
+            the graphs (:data:`BACKBONE_FORMS`): ``'deploy'`` (the default:
+            its inference form, ``FCViT.switch_to_deploy()`` on the plain
+            path, the graph the runtimes run fastest; see
+            docs/deployment.md), ``'plain'`` (the training form's plain
+            path), ``'fast'`` (its fast path) or ``'config'`` (as the
+            config builds it). All compute the same function.
     """
+    if backbone_form not in BACKBONE_FORMS:
+        raise ValueError(f'unknown backbone_form {backbone_form!r}: choose '
+                         f'one of {", ".join(BACKBONE_FORMS)}')
     check_opset(opset, exporter)
     if batch < 1:
         raise ValueError(f'batch must be >= 1, got {batch}')
@@ -189,11 +214,7 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
     model = build_model(cfg)
     task = task_of(model)
     meta = load_weights(model, checkpoint, config_name) if checkpoint else {}
-    if backbone_fast_path is not None:
-        from fcvit_mm.models.backbones.fcvit import FastPathMixin
-        for m in model.modules():
-            if isinstance(m, FastPathMixin):
-                m.fast_path = backbone_fast_path
+    set_backbone_form(model, backbone_form)
     make_exportable(model)
     shape = tuple(shape or DEFAULT_SHAPES[task])
     min_size = min_input_size(model)
@@ -213,7 +234,7 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
         model_type=type(model).__name__, config=CONFIG,
         exporter=exporter, opset=opset, dynamic=dynamic,
         export_shape=[batch, 3, *shape], min_size=min_size,
-        backbone_fast_path=backbone_fast_path,
+        backbone_form=backbone_form,
         dataset_meta=_json_meta(meta.get('dataset_meta')),
         torch=torch.__version__, parts=entries)
     with open(osp.join(out_dir, MANIFEST), 'w') as f:

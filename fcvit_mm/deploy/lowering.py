@@ -10,7 +10,7 @@ a (8, 64, 56, 56) tensor against 1.2 ms for the same normalisation as an
 ``InstanceNormalization`` of the (8, 1, C*H*W) view (1.7 ms with the affine
 as a Mul and an Add). :func:`layer_norm_to_instance_norm` rewrites the
 graph that ONNX Runtime gets accordingly: the same function, exact up to
-float rounding.
+float rounding (``fcvit_mm.deploy.backends.OrtSession`` applies it).
 """
 from typing import Dict, Optional
 
@@ -91,10 +91,3 @@ def layer_norm_to_instance_norm(model) -> int:
         del graph.node[:]
         graph.node.extend(nodes)
     return count
-
-
-def for_onnxruntime(model):
-    """``model`` (an ``onnx.ModelProto``, changed in place) as ONNX Runtime
-    runs it fastest (:func:`layer_norm_to_instance_norm`)."""
-    layer_norm_to_instance_norm(model)
-    return model

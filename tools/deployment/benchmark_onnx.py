@@ -41,7 +41,7 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 ROOT = osp.join(osp.dirname(osp.abspath(__file__)), '..', '..')
 #: export_model arguments of the plain-path export of FCViT (a row of its
 #: own beside the export's default form)
-PLAIN = dict(backbone_fast_path=False)
+PLAIN = dict(backbone_form='plain')
 #: name -> (config, export_model arguments); the last one is the baseline
 CLS = {'fcvit-b12': ('configs/classification/fcvit_b12_in1k.py', {}),
        'fcvit-b12-plain': ('configs/classification/fcvit_b12_in1k.py',

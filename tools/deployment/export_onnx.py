@@ -29,7 +29,7 @@ from mmengine.config import DictAction  # noqa: E402
 
 
 def parse_args(argv=None):
-    from fcvit_mm.deploy.export import DEFAULT_OPSET, OPSETS
+    from fcvit_mm.deploy.export import BACKBONE_FORMS, DEFAULT_OPSET, OPSETS
     p = argparse.ArgumentParser(
         description='Export a model of an mmdet / mmseg / mmpretrain config '
         'to ONNX graphs that ONNX Runtime runs')
@@ -50,11 +50,12 @@ def parse_args(argv=None):
     p.add_argument('--exporter', choices=sorted(OPSETS),
                    default='torchscript',
                    help='torch.onnx.export(dynamo=False) or (dynamo=True)')
-    p.add_argument('--backbone-path', choices=['plain', 'fast', 'config'],
-                   default='plain',
-                   help='which of FCViT\'s two equivalent formulations to '
-                   'export (default plain: the faster graph in ONNX '
-                   'Runtime; config: as the config builds it)')
+    p.add_argument('--backbone-form', choices=BACKBONE_FORMS,
+                   default='deploy',
+                   help='which equivalent form of FCViT to export (default '
+                   'deploy: its inference form, the fastest in the '
+                   'runtimes; plain / fast: the training form\'s paths; '
+                   'config: as the config builds it)')
     p.add_argument('--check-image', metavar='IMG',
                    help='compare the library\'s inference with PyTorch and '
                    'with the export on this image')
@@ -71,12 +72,11 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     from fcvit_mm.deploy import export_model, init_onnx_model
-    fast = {'plain': False, 'fast': True, 'config': None}[args.backbone_path]
     manifest = export_model(
         args.config, args.checkpoint, args.out_dir, shape=args.shape,
         batch=args.batch, opset=args.opset, dynamic=not args.static,
         exporter=args.exporter, cfg_options=args.cfg_options,
-        backbone_fast_path=fast)
+        backbone_form=args.backbone_form)
     for part in manifest['parts']:
         print(f'{osp.join(args.out_dir, part["file"])}: replaces '
               f'{part["replaces"]}; ONNX Runtime vs PyTorch on the export '
