@@ -58,6 +58,30 @@ def test_switch_to_deploy_is_exact(mini, fast_path, shape):
         torch.testing.assert_close(g, r, rtol=0, atol=1e-10)
 
 
+#: the block shapes (widths, MLP ratios) of the published variants, one
+#: block per stage (b24 and b48 are b12's blocks, more of them)
+VARIANT_BLOCKS = sorted({(tuple(a['embed_dims']), tuple(a['mlp_ratios']))
+                         for a in FCViT.arch_settings.values()})
+
+
+@pytest.mark.parametrize('dims,ratios', VARIANT_BLOCKS)
+def test_switch_to_deploy_is_exact_for_every_variant(dims, ratios):
+    """Every published variant's blocks, the classifier layout (one output
+    norm), batch 3 at an odd size, float64."""
+    assert len(VARIANT_BLOCKS) == 2  # tiny's and b12's (= b24's, b48's)
+    torch.manual_seed(0)
+    arch = dict(layers=[1] * 4, embed_dims=list(dims),
+                mlp_ratios=list(ratios))
+    model = _randomised(FCViT(arch, out_indices=(3, ))).double().eval()
+    model.fast_path = False
+    x = torch.randn(3, 3, 65, 97, dtype=torch.float64)
+    with torch.no_grad():
+        (ref, ) = model(x)
+        model.switch_to_deploy()
+        (got, ) = model(x)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
+
+
 def test_switch_to_deploy_folds_what_it_says(mini):
     model = copy.deepcopy(mini)
     before = set(model.state_dict())

@@ -90,4 +90,20 @@ def layer_norm_to_instance_norm(model) -> int:
     if count:
         del graph.node[:]
         graph.node.extend(nodes)
+        _drop_unused_constants(graph)
     return count
+
+
+def _drop_unused_constants(graph) -> None:
+    """Remove the initializers and ``Constant`` nodes that no node reads
+    any more (a scale of ones or a shift of zeros left out above), which
+    ONNX Runtime would otherwise warn about one by one."""
+    used = {i for n in graph.node for i in n.input}
+    used.update(o.name for o in graph.output)
+    keep = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+    nodes = [n for n in graph.node
+             if n.op_type != 'Constant' or n.output[0] in used]
+    del graph.node[:]
+    graph.node.extend(nodes)
