@@ -34,9 +34,13 @@ def test_every_caller_uses_the_one_loader():
 
 
 def test_load_config_file_package_path_and_config(tmp_path, capsys):
+    from mmengine.logging import MMLogger
     path = tmp_path / 'cfg.py'
     path.write_text("default_scope = 'mmpretrain'\noptim_wraper = None\n"
                     "a = dict(b=1)\n")
+    # a current logger of this test's own, writing to the captured stdout
+    # (one made by an earlier test writes to that test's closed capture)
+    MMLogger.get_instance(f'test_load_config_{id(capsys)}')
     cfg = config_utils.load_config(str(path), {'a.b': 2})
     assert cfg.a.b == 2
     assert "unknown top-level key 'optim_wraper'" in capsys.readouterr().out

@@ -206,9 +206,8 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def _bottleneck(self, g: torch.Tensor) -> torch.Tensor:
         """fc2(max over the two halves of fc1(g)): (B, C)."""
-        u = self.fc1(g)
-        half = u.shape[1] // 2
-        return self.fc2(torch.maximum(u[:, :half], u[:, half:]))  # maxout
+        u = self.fc1(g).view(g.shape[0], 2, -1).amax(dim=1)  # maxout
+        return self.fc2(u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._fast(x):
