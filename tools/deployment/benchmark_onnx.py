@@ -67,6 +67,10 @@ def parse_args(argv=None):
                    'models for minutes on 2 cores)')
     p.add_argument('--compile-backend', default='inductor',
                    help='torch.compile backend')
+    p.add_argument('--freezing', action='store_true',
+                   help="inductor's freezing (torch._inductor.config."
+                   "freezing = True: weights taken as constants, PyTorch's "
+                   'advice for CPU inference), for every compiled model')
     p.add_argument('--threads', type=int, default=2,
                    help='threads of every runtime')
     p.add_argument('--batch', type=int, nargs='+', default=[8, 1],
@@ -185,6 +189,9 @@ def bench_cls(args, work) -> dict:
         if 'eager' in args.runtimes:
             fns[('eager', name)] = logits
         if 'compile' in args.runtimes:
+            if args.freezing:
+                import torch._inductor.config as inductor_config
+                inductor_config.freezing = True
             fns[('compile', name)] = torch.compile(
                 logits, backend=args.compile_backend)
     results = {}
