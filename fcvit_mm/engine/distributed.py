@@ -30,6 +30,9 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from fcvit_mm.internals import private
+from .user_errors import (USER_ERROR_EXIT, debug_requested,
+                          quiet_third_party_warnings, report_user_error,
+                          user_error)
 from .workers import shutdown_dataloader_workers
 
 #: seconds the live ranks wait for one another to check in
@@ -159,10 +162,12 @@ def explain_timeout(exc: BaseException) -> Optional[str]:
 
 
 def run_tool(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; if a collective times out, log which rank
-    stopped answering before the error ends the process, and after a
-    successful distributed run end the process cleanly
+    """Run a tool's ``main``. A user error (:mod:`.user_errors`) ends the
+    process with status 1 and its short message, once; if a collective
+    times out, the rank that stopped answering is logged before the error
+    ends the process; a successful distributed run ends cleanly
     (:func:`shutdown_distributed`)."""
+    quiet_third_party_warnings()
     try:
         main()
     except Exception as e:
@@ -170,7 +175,12 @@ def run_tool(main: Callable[[], object]) -> None:
         if message is not None:
             print_log(message, logger='current', level=logging.WARNING)
             e.add_note(message)
-        raise
+            raise
+        message = user_error(e)
+        if message is None or debug_requested():
+            raise
+        report_user_error(message)
+        sys.exit(USER_ERROR_EXIT)
     shutdown_distributed(exit_process=True)
 
 
