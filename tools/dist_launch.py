@@ -5,7 +5,7 @@
 
 A rank stopped by a user error (a missing data, config or checkpoint file,
 a config key that nothing takes, a checkpoint of another model; see
-``fcvit_mm.engine.distributed.user_error``) leaves its message in a
+``fcvit_mm.engine.user_errors``) leaves its message in a
 folder this launcher gives it (``FCVIT_MM_ERROR_DIR``) and exits with
 status 1. Once torchrun is done, the message of the first such rank is
 printed once, and the launcher exits with status 1, without torchrun's
@@ -26,8 +26,9 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
 
 
 class QuietAfterUserError(logging.Filter):
-    """Drops torchrun's log records once a rank has left a user error
-    (it leaves the message before it exits, so before torchrun notices)."""
+    """Drops torchrun's log records (torch's own stderr handlers) once a
+    rank has left a user error (it leaves the message before it exits, so
+    before torchrun notices)."""
 
     def __init__(self, folder):
         super().__init__()
@@ -54,17 +55,20 @@ def main(argv=None):
         ChildFailedError
     from torch.distributed.run import parse_args, run
 
-    from fcvit_mm.engine.distributed import (ERROR_DIR_ENV, USER_ERROR_EXIT,
+    from fcvit_mm.engine.user_errors import (ERROR_DIR_ENV, USER_ERROR_EXIT,
                                              format_user_error)
-    # torchrun's own default (one thread per rank), set here so that
-    # torchrun does not announce it
+    # torchrun's and mmengine's defaults (one thread per rank), set here so
+    # that neither announces them in every rank
     os.environ.setdefault('OMP_NUM_THREADS', '1')
+    os.environ.setdefault('MKL_NUM_THREADS', '1')
     args = parse_args(sys.argv[1:] if argv is None else argv)
     folder = tempfile.mkdtemp(prefix='fcvit_mm_errors_')
     os.environ[ERROR_DIR_ENV] = folder
-    handler = logging.StreamHandler(sys.stderr)
-    handler.addFilter(QuietAfterUserError(folder))
-    logging.getLogger().addHandler(handler)
+    quiet = QuietAfterUserError(folder)
+    for logger in (logging.getLogger(name) for name in
+                   ['', *logging.Logger.manager.loggerDict]):
+        for handler in getattr(logger, 'handlers', ()):  # torch's, stderr
+            handler.addFilter(quiet)
     try:
         try:
             run(args)

@@ -42,6 +42,8 @@ THIRD_PARTY_WARNINGS = (
     '`reduce_zero_label` will be deprecated',  # mmseg, on its own pipeline
     '``build_loss`` would be deprecated',  # mmseg, on its own heads
     'Default ``avg_non_ignore`` is False',  # mmseg's CrossEntropyLoss
+    # torch >= 2.12 on DDP's argument, which mmengine's wrapper passes
+    '`broadcast_buffers` is deprecated',
 )
 
 
