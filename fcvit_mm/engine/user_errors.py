@@ -17,6 +17,7 @@ bug) keeps its traceback.
 the class it configures does not take, stops the run before the runner
 logs anything.
 """
+import copy
 import difflib
 import inspect
 import os
@@ -111,46 +112,61 @@ def _did_you_mean(key, keys) -> str:
     return f'; did you mean {close[0]!r}?' if close else ''
 
 
-def check_cfg_options(cfg: Config, options: Optional[dict]) -> None:
-    """Raise :class:`ConfigKeyError` for a ``--cfg-options`` key whose
-    parent is not in the config, or whose parent configures a registered
-    class (``type``) that takes no such argument."""
+def _unknown_key(node: dict, key: str, path: List[str], type_,
+                 scope: Optional[str]) -> Optional[str]:
+    """Why ``key``, which ``node`` (at ``path``) does not have, cannot be
+    added there, or None when it can: the class that ``node`` configures
+    (``type_``, as the options leave it) takes no such argument, or (no
+    class to ask) the key is a near miss of one ``node`` has."""
+    where = '.'.join(path) or 'the config'
+    cls = _registered_class(type_, scope) if path else None
+    if cls is not None:
+        if _takes(cls, key):
+            return None
+        return (f'{where} (type={cls.__name__}) takes no {key!r}'
+                f'{_did_you_mean(key, node)}')
+    known = list(node) if path else list(node) + _top_level_keys()
+    if key in known:
+        return None
+    close = difflib.get_close_matches(key, [str(k) for k in known], n=1,
+                                      cutoff=0.8)
+    if close:
+        return f'{where} has no key {key!r}; did you mean {close[0]!r}?'
+    return None
+
+
+def _top_level_keys() -> List[str]:
     from .preflight import known_config_keys
+    return known_config_keys()
+
+
+def check_cfg_options(cfg: Config, options: Optional[dict]) -> None:
+    """Raise :class:`ConfigKeyError` for a ``--cfg-options`` key that the
+    config does not have where it cannot be new either: the class its
+    parent configures (``type``) takes no such argument, or, with no class
+    to ask, it is a near miss of a key the parent has (``datset`` for
+    ``dataset``). A list index must exist."""
     scope = cfg.get('default_scope')
+    merged = copy.deepcopy(cfg)  # the types as the options leave them
+    merged.merge_from_dict(options or {})
     for option in options or {}:
-        parts = option.split('.')
-        if parts[0] not in cfg:  # a new top-level key: a misspelt one?
-            close = difflib.get_close_matches(parts[0], known_config_keys(),
-                                              n=1, cutoff=0.8)
-            if close:
-                raise ConfigKeyError(
-                    f'--cfg-options {option}: the config has no key '
-                    f'{parts[0]!r}; did you mean {close[0]!r}?')
-            continue
-        node, path = dict(cfg.items()), []
-        for i, part in enumerate(parts):
-            last = i == len(parts) - 1
+        node, path, mnode = dict(cfg.items()), [], dict(merged.items())
+        for part in option.split('.'):
             if isinstance(node, (list, tuple)) and part.isdigit():
                 if int(part) >= len(node):
                     raise ConfigKeyError(
                         f'--cfg-options {option}: {".".join(path)} has '
                         f'{len(node)} items, no item {part}')
-                node = node[int(part)]
+                node, mnode = node[int(part)], mnode[int(part)]
             elif isinstance(node, dict) and part in node:
-                node = node[part]
-            elif isinstance(node, dict) and last:
-                cls = _registered_class(node.get('type'), scope) \
-                    if path else None
-                if cls is not None and not _takes(cls, part):
-                    raise ConfigKeyError(
-                        f'--cfg-options {option}: {".".join(path)} '
-                        f'(type={cls.__name__}) takes no {part!r}'
-                        f'{_did_you_mean(part, node)}')
-            elif isinstance(node, dict):
-                where = '.'.join(path) or 'the config'
-                raise ConfigKeyError(
-                    f'--cfg-options {option}: {where} has no key {part!r}'
-                    f'{_did_you_mean(part, node)}')
+                node, mnode = node[part], mnode[part]
+            else:
+                if isinstance(node, dict):
+                    why = _unknown_key(node, part, path, mnode.get('type'),
+                                       scope)
+                    if why is not None:
+                        raise ConfigKeyError(f'--cfg-options {option}: {why}')
+                break  # a new key (and what it holds): nothing to compare
             path.append(part)
 
 
