@@ -220,6 +220,7 @@ def test_optimizer_skips_decay_on_biases_norms_and_1d():
 # --------------------------------------------------------------------------
 # training, evaluation
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_trains_and_evaluates(name, imagenet_root, train_root):
     # one run also checks --auto-scale-lr: batch 4 -> lr 1e-3 * 4 / 1024
@@ -330,6 +331,7 @@ def test_converted_reference_checkpoint_evaluates(golden, imagenet_root,
 # --------------------------------------------------------------------------
 # mmpretrain inference API with our config and a checkpoint from train.py
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_inference_api(imagenet_root, train_root, tmp_path):
     import cv2
     from mmpretrain.apis import (ImageClassificationInferencer, get_model,
@@ -405,6 +407,7 @@ def test_metafile_matches_configs():
             expect['arch']]
 
 
+@pytest.mark.slow
 def test_model_index_registered_on_import():
     """Importing fcvit_mm after mmpretrain (as a config's custom_imports
     does) makes the FCViT models known by name."""

@@ -25,6 +25,9 @@ import pytest
 from conftest import ROOT
 from helpers import generated_shapes
 
+#: each test trains, compiles or runs a tool (make test-fast leaves them out)
+pytestmark = pytest.mark.slow
+
 CONFIGS = osp.join(ROOT, 'configs')
 LIBS = dict(detection='mmdet', segmentation='mmseg',
             classification='mmpretrain')

@@ -17,9 +17,9 @@ import torch
 from conftest import ROOT
 from helpers import free_port, generated_shapes
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available() or not sys.platform.startswith('linux'),
-    reason='the gloo CPU path runs only without a GPU; /proc is Linux')
+    reason='the gloo CPU path runs only without a GPU; /proc is Linux')]
 
 CONFIG = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
 CLASSES = ('circle', 'square', 'triangle')

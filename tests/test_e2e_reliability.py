@@ -20,6 +20,9 @@ from conftest import ROOT
 from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
+#: each test trains or runs a tool (make test-fast leaves them out)
+pytestmark = pytest.mark.slow
+
 TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
 # what configs/_base_/fcvit_runtime.py declares: a config that sets
 # custom_hooks lists them too

@@ -206,6 +206,7 @@ def test_resume_skips_corrupt_last_checkpoint(tmp_path):
     assert find_resumable_checkpoint(str(empty)) == (None, {}, None)
 
 
+@pytest.mark.slow
 def test_checkpoint_write_is_atomic_under_sigkill(tmp_path):
     """SIGKILL while a checkpoint is being written (bytes written, not yet
     renamed): the previous checkpoint at that path is intact."""
@@ -328,6 +329,7 @@ def osp_tests():
     return os.path.join(ROOT, 'tests')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [7, None])
 def test_sigkill_during_save_then_resume(tmp_path, seed):
     """Killed (SIGKILL) while writing the epoch-2 checkpoint with

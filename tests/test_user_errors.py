@@ -16,9 +16,9 @@ import torch
 from conftest import ROOT
 from helpers import free_port, generated_shapes
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available(),
-    reason='two ranks on gloo: the CPU path runs only without a GPU')
+    reason='two ranks on gloo: the CPU path runs only without a GPU')]
 
 TOOLS = osp.join(ROOT, 'tools')
 MASKRCNN_B12 = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
@@ -70,7 +70,6 @@ def assert_short(code, out, err, *expected, max_lines=6):
 # --------------------------------------------------------------------------
 # before the runner: nothing but the message
 # --------------------------------------------------------------------------
-@pytest.mark.slow
 @pytest.mark.parametrize('ranks', [1, 2])
 def test_missing_data(tmp_path, ranks):
     """The newcomer's first run: the detection config without COCO (91
@@ -93,7 +92,6 @@ def test_missing_data(tmp_path, ranks):
     assert out.strip() == '', out  # before anything was logged
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('ranks', [1, 2])
 def test_missing_data_with_debug_shows_the_traceback(tmp_path, ranks):
     code, out, err = run_tool(
@@ -106,7 +104,6 @@ def test_missing_data_with_debug_shows_the_traceback(tmp_path, ranks):
         assert 'ChildFailedError' in err, err[-3000:]
 
 
-@pytest.mark.slow
 def test_debug_environment_variable_shows_the_traceback(tmp_path):
     code, out, err = run_tool(
         'test', [MASKRCNN_B12, str(tmp_path / 'missing.pth')], tmp_path,
@@ -116,7 +113,6 @@ def test_debug_environment_variable_shows_the_traceback(tmp_path):
         'not found' in err, err[-3000:]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('ranks', [1, 2])
 @pytest.mark.parametrize('option,cause', [
     ('model.backbone.archh=tiny',
@@ -133,7 +129,6 @@ def test_config_key_that_does_not_exist(tmp_path, ranks, option, cause):
                  'fix: correct the key')
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('ranks', [1, 2])
 def test_missing_checkpoint(tmp_path, ranks):
     code, out, err = run_tool(
@@ -166,7 +161,6 @@ def other_variant(tmp_path_factory):
     return str(path)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('ranks', [1, 2])
 def test_checkpoint_of_another_model(tmp_path, imagenet, other_variant,
                                      ranks):
