@@ -162,6 +162,7 @@ def test_coco_skip_reasons_follow_mmdet():
                            'metainfo.classes', training=False)
 
 
+@pytest.mark.slow
 def test_skipped_annotations_warned_and_empty_image_named(coco, tmp_path):
     """Zero-size and negative-size boxes and an unknown category_id: the
     run warns with the count per reason and per file, then an empty
@@ -194,6 +195,7 @@ def test_skipped_annotations_warned_and_empty_image_named(coco, tmp_path):
     assert 'empty file (0 bytes)' in last_error(out)
 
 
+@pytest.mark.slow
 def test_nothing_usable_left_is_an_error(coco, tmp_path):
     ann = osp.join(coco, 'annotations', 'instances_train2017.json')
 
@@ -211,6 +213,7 @@ def test_nothing_usable_left_is_an_error(coco, tmp_path):
         in err and 'nothing left to train on' in err, res.stdout[-3000:]
 
 
+@pytest.mark.slow
 def test_num_classes_not_matching_dataset_is_named(coco, tmp_path):
     res = train_det(coco, str(tmp_path / 'w'), [
         'model.roi_head.bbox_head.num_classes=2'])
@@ -221,6 +224,7 @@ def test_num_classes_not_matching_dataset_is_named(coco, tmp_path):
     assert 'out of bounds' not in res.stdout
 
 
+@pytest.mark.slow
 def test_checks_hold_under_mmdet_train_py(coco, tmp_path):
     """The configs declare the data hooks, so mmdet's own tools/train.py
     stops at the same mismatch (it would fail later with an index
@@ -266,6 +270,7 @@ def seg_options(root):
     return opts
 
 
+@pytest.mark.slow
 def test_label_values_beyond_num_classes_named(ade, tmp_path):
     """A label map holding 9 with num_classes=4: an error naming the file,
     the value and the config key, in training and in evaluation."""
@@ -301,6 +306,7 @@ def test_label_values_beyond_num_classes_named(ade, tmp_path):
 # --------------------------------------------------------------------------
 # misspelt config keys
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_misspelt_top_level_key_warns(tmp_path):
     cfg = tmp_path / 'typo.py'
     cfg.write_text(textwrap.dedent(f'''
@@ -321,6 +327,7 @@ def test_misspelt_top_level_key_warns(tmp_path):
     assert 'my_helper_setting' not in out
 
 
+@pytest.mark.slow
 def test_shipped_configs_have_no_misspelt_keys():
     """No false alarm on our configs or on those of the libraries that
     they inherit from (nor on 180 of the libraries' own configs, tried

@@ -247,7 +247,11 @@ def test_full_augmentation_pipeline_runs(imagenet_root):
     batch augmentations produce mixed soft targets."""
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
     from mmpretrain.registry import DATASETS
+    # the draws fixed (at 32 x 32 a CutMix box can round to nothing: which
+    # draw does depended on the tests run before)
+    set_random_seed(0)
     cfg = Config.fromfile(small_config('fcvit_tiny_in1k.py', imagenet_root,
                                        osp.join(imagenet_root, 'aug_cfg')))
     init_default_scope('mmpretrain')
@@ -259,12 +263,15 @@ def test_full_augmentation_pipeline_runs(imagenet_root):
     assert a.shape == (3, SIZE, SIZE) and not torch.equal(a, b)
     cfg.model.data_preprocessor = cfg.data_preprocessor
     model = _build(cfg)
-    batch = pseudo_collate([dataset[i] for i in range(4)])
-    out = model.data_preprocessor(batch, training=True)
-    scores = torch.stack([s.gt_score for s in out['data_samples']])
-    assert scores.shape == (4, 3)
-    torch.testing.assert_close(scores.sum(1), torch.ones(4))
-    assert (scores.max(1).values < 1).any(), 'no Mixup / CutMix applied'
+    mixed = False
+    for _ in range(5):  # one draw may leave the batch as it was
+        batch = pseudo_collate([dataset[i] for i in range(4)])
+        out = model.data_preprocessor(batch, training=True)
+        scores = torch.stack([s.gt_score for s in out['data_samples']])
+        assert scores.shape == (4, 3)
+        torch.testing.assert_close(scores.sum(1), torch.ones(4))
+        mixed = mixed or bool((scores.max(1).values < 1).any())
+    assert mixed, 'no Mixup / CutMix applied in 5 batches'
 
 
 # --------------------------------------------------------------------------

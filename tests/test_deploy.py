@@ -136,6 +136,7 @@ def _torch_model(name, config, ckpt):
     return init_library_model(config, ckpt)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', list(MODELS))
 def test_parity_with_library_inference(name, exported, image):
     """The library's inference gives the same result with the export in

@@ -174,6 +174,7 @@ print('built', type(model).__name__, n)
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('imports', [
     'import fcvit_mm\nassert "mmpretrain" not in sys.modules\n'
     'import mmpretrain',
@@ -243,6 +244,7 @@ def test_wheel_carries_configs_tools_index_license(wheel):
         assert b'/work/' not in zf.read('fcvit_mm/.mim/model-index.yml')
 
 
+@pytest.mark.slow
 def test_get_model_from_the_wheel(installed):
     """mmpretrain finds the FCViT models in the installed package's .mim/
     (imported first, as a user would: mmpretrain)."""

@@ -146,6 +146,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, by_epoch):
                                atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('named', [False, True])
 def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch, named):
     """--resume (bare, or naming the file) checks the checkpoint and resumes
@@ -390,6 +391,7 @@ class FCViTToy(BaseModel):
             else out
 
 
+@pytest.mark.slow
 def test_resume_in_work_dir_of_another_variant(tmp_path):
     small, big = [8, 16, 24, 32], [16, 32, 48, 64]
     make_runner(tmp_path, 1, model=FCViTToy(small)).train()
