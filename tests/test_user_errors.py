@@ -173,3 +173,29 @@ def test_checkpoint_of_another_model(tmp_path, imagenet, other_variant,
     assert_short(code, out, err, 'checkpoint does not fit this FCViT',
                  'another variant?', 'fix: use the checkpoint with the '
                  'config it was trained with', max_lines=10)
+
+
+# --------------------------------------------------------------------------
+# a run that goes well: no third-party deprecation notice either
+# --------------------------------------------------------------------------
+@pytest.mark.parametrize('ranks', [1, 2])
+def test_entry_points_print_no_deprecation_notice(tmp_path, imagenet,
+                                                  ranks):
+    """pkg_resources (setuptools on mmengine and mmcv), DDP's
+    broadcast_buffers, mmengine's FileClient / HardDiskBackend: the
+    libraries' business, not the user's."""
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    options = [f'{k}.dataset.data_root={imagenet}' for k in loaders] + \
+        [f'{k}.{o}' for k in loaders for o in (
+            'num_workers=0', 'persistent_workers=False')] + \
+        ['train_cfg.max_iters=2', 'train_cfg.val_interval=2']
+    code, out, err = run_tool(
+        'train', [CLS_DEMO, '--work-dir', str(tmp_path / 'w'),
+                  '--cfg-options', *options], tmp_path, ranks)
+    assert code == 0, (out + err)[-3000:]
+    assert 'Iter(val) [1/1]' in out, out[-3000:]  # trained, validated
+    both = out + err
+    for text in ('is deprecated', 'be deprecated', 'DeprecationWarning',
+                 'FutureWarning', 'pkg_resources'):
+        assert text not in both, [ln for ln in both.splitlines()
+                                  if text in ln]

@@ -87,6 +87,7 @@ def main(argv=None):
     from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
                                  load_config, merge_cfg_options,
                                  prepare_testing, task_of)
+    from fcvit_mm.engine.user_errors import quiet_logged_deprecations
     from fcvit_mm.models.checkpoint import safe_url
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -125,6 +126,7 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    quiet_logged_deprecations(runner.logger)  # mmengine's, on itself
     if args.out and scope != 'mmseg':
         if scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults

@@ -112,6 +112,7 @@ def main(argv=None):
     from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
                                  load_config, merge_cfg_options,
                                  prepare_training, task_of)
+    from fcvit_mm.engine.user_errors import quiet_logged_deprecations
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
@@ -131,6 +132,7 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    quiet_logged_deprecations(runner.logger)  # mmengine's, on itself
     runner.train()
     return runner
 

@@ -20,6 +20,7 @@ logs anything.
 import copy
 import difflib
 import inspect
+import logging
 import os
 import re
 import sys
@@ -62,6 +63,27 @@ def quiet_third_party_warnings() -> None:
     import warnings
     for message in THIRD_PARTY_WARNINGS:
         warnings.filterwarnings('ignore', re.escape(message))
+
+
+#: deprecation notices that mmengine logs (not warns) in every training run
+#: of its own, through its CheckpointHook
+LOGGED_DEPRECATIONS = (
+    '"FileClient" will be deprecated in future',
+    '"HardDiskBackend" is the alias of "LocalBackend"',
+)
+
+
+class _DropDeprecations(logging.Filter):
+    def filter(self, record):
+        text = record.getMessage()
+        return not any(m in text for m in LOGGED_DEPRECATIONS)
+
+
+def quiet_logged_deprecations(logger: logging.Logger) -> None:
+    """Drop :data:`LOGGED_DEPRECATIONS` from a run's logger (the tools do,
+    once they have built the runner)."""
+    if not any(isinstance(f, _DropDeprecations) for f in logger.filters):
+        logger.addFilter(_DropDeprecations())
 
 
 def debug_requested() -> bool:
@@ -289,5 +311,6 @@ def report_user_error(message: str) -> None:
 
 __all__: List[str] = [
     'ConfigKeyError', 'check_cfg_options', 'debug_requested',
-    'format_user_error', 'merge_cfg_options', 'quiet_third_party_warnings',
+    'format_user_error', 'merge_cfg_options', 'quiet_logged_deprecations',
+    'quiet_third_party_warnings',
     'report_user_error', 'user_error']
