@@ -33,6 +33,6 @@ from .user_errors import merge_cfg_options
 
 __all__ = [
     'TASK_LIBRARIES', 'fresh_visualizer_name', 'init_cpu_distributed',
-    'load_config', 'merge_cfg_options', 'prepare_testing', 'prepare_training', 'run_tool',
-    'shutdown_distributed', 'task_of'
+    'load_config', 'merge_cfg_options', 'prepare_testing',
+    'prepare_training', 'run_tool', 'shutdown_distributed', 'task_of'
 ]
