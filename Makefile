@@ -3,13 +3,17 @@ VENV    ?= .venv
 PYTHON  := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test clean-venv
+.PHONY: install test test-fast clean-venv
 
 install:
 	VENV=$(VENV) bash tools/install.sh
 
 test: install
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+
+# the unit tier: the tests not marked slow (pytest.ini)
+test-fast: install
+	$(PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -124,6 +124,7 @@ def test_outer_product_rule():
         jh.get_shape = orig
 
 
+@pytest.mark.slow
 def test_get_flops_fcvit_name_and_config(cls_config, capsys):
     res = get_flops.main(['fcvit-tiny', '--shape', '64'])
     assert res['params'] == 4_784_752  # the spec's classifier count
@@ -143,6 +144,7 @@ def test_get_flops_fcvit_name_and_config(cls_config, capsys):
 # ---------------------------------------------------------------------- #
 # benchmark
 # ---------------------------------------------------------------------- #
+@pytest.mark.slow
 def test_benchmark_models_table_and_memory(tmp_path, capsys):
     out = tmp_path / 'rows.json'
     rows = benchmark.main([
@@ -172,6 +174,7 @@ def test_benchmark_models_table_and_memory(tmp_path, capsys):
         benchmark.main(['--models', 'vgg16', '--reps', '1'])
 
 
+@pytest.mark.slow
 def test_benchmark_memory_in_fresh_process():
     if not osp.exists('/proc/self/clear_refs'):
         pytest.skip('needs Linux /proc')

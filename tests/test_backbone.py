@@ -172,6 +172,7 @@ def test_output_shapes_odd_sizes(size):
         h, w = (h - 1) // 2 + 1, (w - 1) // 2 + 1
 
 
+@pytest.mark.slow
 def test_out_indices_subset_and_negative():
     model = FCViT(arch='tiny', out_indices=(-1, 1))
     assert model.out_indices == (1, 3)
@@ -263,6 +264,7 @@ def test_norm_eval():
                if isinstance(m, nn.BatchNorm2d))
 
 
+@pytest.mark.slow
 def test_with_cp_same_outputs_and_gradients():
     torch.manual_seed(0)
     ref = FCViT(arch='tiny', drop_path_rate=0.)

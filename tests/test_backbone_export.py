@@ -61,6 +61,7 @@ def _exported(fast_path):
     return _EXPORTED[fast_path]
 
 
+@pytest.mark.slow
 @PATHS
 def test_torch_export(fast_path):
     model, ep = _exported(fast_path)
@@ -107,6 +108,7 @@ def test_onnx_torchscript_export(fast_path, tmp_path):
     _check_onnx(path, model, 'onnx (TorchScript)')
 
 
+@pytest.mark.slow
 @PATHS
 def test_onnx_dynamo_export(fast_path, tmp_path):
     """The dynamo-based ONNX exporter (from the program of

@@ -157,6 +157,7 @@ def test_corrupt_and_non_checkpoint_files(tmp_path):
         model.init_weights()
 
 
+@pytest.mark.slow
 def test_converter_round_trip(tmp_path, golden):
     """Reference -> converter -> our layout: same tensors, same outputs, and
     the classification head lands in mmpretrain's ``head.fc``."""
@@ -218,6 +219,7 @@ def test_backbone_module_imports_without_downstream_libraries():
     subprocess.run([sys.executable, '-c', code], check=True, cwd=ROOT)
 
 
+@pytest.mark.slow
 def test_mmengine_checkpoint_loads_weights_only(tmp_path):
     """A checkpoint written by an mmengine Runner (HistoryBuffer, numpy in
     the message hub) loads with plain torch.load after importing fcvit_mm,

@@ -220,6 +220,7 @@ def test_optimizer_skips_decay_on_biases_norms_and_1d():
 # --------------------------------------------------------------------------
 # training, evaluation
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_trains_and_evaluates(name, imagenet_root, train_root):
     # one run also checks --auto-scale-lr: batch 4 -> lr 1e-3 * 4 / 1024
@@ -246,7 +247,11 @@ def test_full_augmentation_pipeline_runs(imagenet_root):
     batch augmentations produce mixed soft targets."""
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import init_default_scope
+    from mmengine.runner import set_random_seed
     from mmpretrain.registry import DATASETS
+    # the draws fixed (at 32 x 32 a CutMix box can round to nothing: which
+    # draw does depended on the tests run before)
+    set_random_seed(0)
     cfg = Config.fromfile(small_config('fcvit_tiny_in1k.py', imagenet_root,
                                        osp.join(imagenet_root, 'aug_cfg')))
     init_default_scope('mmpretrain')
@@ -258,12 +263,15 @@ def test_full_augmentation_pipeline_runs(imagenet_root):
     assert a.shape == (3, SIZE, SIZE) and not torch.equal(a, b)
     cfg.model.data_preprocessor = cfg.data_preprocessor
     model = _build(cfg)
-    batch = pseudo_collate([dataset[i] for i in range(4)])
-    out = model.data_preprocessor(batch, training=True)
-    scores = torch.stack([s.gt_score for s in out['data_samples']])
-    assert scores.shape == (4, 3)
-    torch.testing.assert_close(scores.sum(1), torch.ones(4))
-    assert (scores.max(1).values < 1).any(), 'no Mixup / CutMix applied'
+    mixed = False
+    for _ in range(5):  # one draw may leave the batch as it was
+        batch = pseudo_collate([dataset[i] for i in range(4)])
+        out = model.data_preprocessor(batch, training=True)
+        scores = torch.stack([s.gt_score for s in out['data_samples']])
+        assert scores.shape == (4, 3)
+        torch.testing.assert_close(scores.sum(1), torch.ones(4))
+        mixed = mixed or bool((scores.max(1).values < 1).any())
+    assert mixed, 'no Mixup / CutMix applied in 5 batches'
 
 
 # --------------------------------------------------------------------------
@@ -330,6 +338,7 @@ def test_converted_reference_checkpoint_evaluates(golden, imagenet_root,
 # --------------------------------------------------------------------------
 # mmpretrain inference API with our config and a checkpoint from train.py
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_inference_api(imagenet_root, train_root, tmp_path):
     import cv2
     from mmpretrain.apis import (ImageClassificationInferencer, get_model,
@@ -405,6 +414,7 @@ def test_metafile_matches_configs():
             expect['arch']]
 
 
+@pytest.mark.slow
 def test_model_index_registered_on_import():
     """Importing fcvit_mm after mmpretrain (as a config's custom_imports
     does) makes the FCViT models known by name."""

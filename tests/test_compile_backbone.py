@@ -39,6 +39,7 @@ def _step(fn, module, x, train):
     return [o.detach() for o in outs], grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('train', [False, True], ids=['eval', 'train'])
 @pytest.mark.parametrize('fast_path', ['auto', False],
                          ids=['default', 'plain'])

@@ -10,6 +10,9 @@ import cv2
 import pytest
 from helpers import load_tool
 
+#: each test trains, compiles or runs a tool (make test-fast leaves them out)
+pytestmark = pytest.mark.slow
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 
 

@@ -163,6 +163,7 @@ def reference(exported, image):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('runtime', RUNTIMES)
 @pytest.mark.parametrize('name', list(MODELS))
 def test_parity_with_library_inference(name, runtime, exported, reference,

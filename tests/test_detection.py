@@ -380,6 +380,7 @@ def test_no_pretrained_trains_from_scratch_with_warning():
 # --------------------------------------------------------------------------
 # training, resuming, testing, inference (Mask R-CNN)
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_maskrcnn_trains(maskrcnn_run):
     work_dir = maskrcnn_run['work_dir']
     rows = scalars(work_dir)
@@ -409,6 +410,7 @@ def test_maskrcnn_trains(maskrcnn_run):
                      r'checkpoint \(checkpoint=None\)', log)
 
 
+@pytest.mark.slow
 def test_maskrcnn_resume(maskrcnn_run):
     with open(maskrcnn_run['second_log']) as f:
         log = f.read()
@@ -421,6 +423,7 @@ def test_maskrcnn_resume(maskrcnn_run):
     assert re.search(r'Epoch\(val\) \[2\]\[2/2\]\s+coco/bbox_mAP', log)
 
 
+@pytest.mark.slow
 def test_test_tool_reports_coco_metrics(maskrcnn_run, tmp_path):
     test_tool = load_tool('test')
     ckpt = osp.join(maskrcnn_run['work_dir'], 'epoch_2.pth')
@@ -445,6 +448,7 @@ def test_test_tool_reports_coco_metrics(maskrcnn_run, tmp_path):
     assert len(shown) == 2
 
 
+@pytest.mark.slow
 def test_mmdet_own_test_tool_loads_our_checkpoint(maskrcnn_run, tmp_path):
     """mmdet's tools/test.py (no fcvit_mm import of its own: the config's
     custom_imports does it) reads a checkpoint written by our train.py with
@@ -460,6 +464,7 @@ def test_mmdet_own_test_tool_loads_our_checkpoint(maskrcnn_run, tmp_path):
     assert re.search(r'coco/segm_mAP: -?\d', out), out[-3000:]
 
 
+@pytest.mark.slow
 def test_mmdet_inference_apis(maskrcnn_run, coco, tmp_path):
     import mmcv
     from mmdet.apis import DetInferencer, inference_detector, init_detector
@@ -505,6 +510,7 @@ def test_mmdet_inference_apis(maskrcnn_run, coco, tmp_path):
     assert glob.glob(osp.join(out_dir, 'preds', '*.json'))
 
 
+@pytest.mark.slow
 def test_user_config_inherits_ours(coco, tmp_path):
     """A user config on top of ours: B24 backbone, 3 classes."""
     user_cfg = tmp_path / 'my_maskrcnn.py'
@@ -539,6 +545,7 @@ def test_user_config_inherits_ours(coco, tmp_path):
 # --------------------------------------------------------------------------
 # distributed: two CPU processes (gloo) through dist_train.sh / dist_test.sh
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_dist_train_and_test_on_cpu(coco, tmp_path):
     if torch.cuda.is_available():
         pytest.skip('the CPU (gloo) path is taken only without a GPU')
@@ -573,6 +580,7 @@ def test_dist_train_and_test_on_cpu(coco, tmp_path):
 # --------------------------------------------------------------------------
 # mim (openmim): mmdet's own tools through `mim train` / `mim test`
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_mim_train_and_test_mmdet(coco, tmp_path):
     """``mim train mmdet CONFIG`` and ``mim test mmdet CONFIG --checkpoint``
     run mmdet's shipped tools on a tiny config inheriting ours (FCViT-tiny

@@ -115,6 +115,7 @@ def test_init_detector_reference_backbone_layout(tmp_path):
         assert torch.equal(model.state_dict()[k], v), k
 
 
+@pytest.mark.slow
 def test_mmdet_tools_test_refuses_another_variant(b12_detector_ckpt,
                                                   tmp_path):
     from fcvit_mm.datasets import make_shapes_dataset
@@ -161,6 +162,7 @@ def test_mmseg_init_model_refuses_another_variant(b12_segmentor_ckpt):
         init_model(seg_tiny_cfg(), b12_segmentor_ckpt, device='cpu')
 
 
+@pytest.mark.slow
 def test_mmseg_tools_test_refuses_another_variant(b12_segmentor_ckpt,
                                                   tmp_path):
     from fcvit_mm.datasets import make_shapes_dataset
@@ -246,6 +248,7 @@ def test_load_checkpoint_reference_layout_into_backbone(golden, tmp_path):
             torch.testing.assert_close(out, expected, atol=1e-5, rtol=0)
 
 
+@pytest.mark.slow
 def test_mmpretrain_tools_test_reference_checkpoint_names_converter(
         reference_classifier, tmp_path):
     from fcvit_mm.datasets import make_shapes_dataset

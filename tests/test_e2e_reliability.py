@@ -20,6 +20,9 @@ from conftest import ROOT
 from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
+#: each test trains or runs a tool (make test-fast leaves them out)
+pytestmark = pytest.mark.slow
+
 TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
 # what configs/_base_/fcvit_runtime.py declares: a config that sets
 # custom_hooks lists them too
@@ -103,6 +106,17 @@ def user_config(folder, base, hooks):
 
 def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
           launcher=None, tool=None):
+    """A training run (``tools/train.py``, ``dist_train.sh`` with
+    ``launcher``, or another ``tool``); its CompletedProcess."""
+    return start_train(config, work_dir, options, hooks_dir, extra,
+                       launcher, tool)(timeout)
+
+
+def start_train(config, work_dir, options, hooks_dir, extra=(),
+                launcher=None, tool=None):
+    """:func:`train` started in the background (runs that do not depend on
+    each other go side by side, one thread each, on the two cores): call
+    the result, with a timeout, for the CompletedProcess."""
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
                PYTHON=sys.executable)
@@ -114,9 +128,24 @@ def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
     cmd += ['--work-dir', work_dir, *extra]
     if options:
         cmd += ['--cfg-options', *options]
-    return subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True,
-                          timeout=timeout)
+    # the output to a file beside the work dir (a pipe would fill while
+    # another run is waited for)
+    out = open(work_dir.rstrip('/') + '_output.txt', 'w+')
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def finish(timeout=600):
+        try:
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            out.seek(0)
+            output = out.read()
+            out.close()
+        return subprocess.CompletedProcess(cmd, proc.returncode, output)
+
+    return finish
 
 
 def test_detection_sigkill_then_resume_equals_uninterrupted(
@@ -128,9 +157,8 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
         'train_cfg.max_epochs=3', 'train_dataloader.num_workers=1',
         'train_dataloader.persistent_workers=False']
     full_cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
-    res = train(full_cfg, str(tmp_path / 'full'), opts, hooks_dir,
-                ['--no-validate'])
-    assert res.returncode == 0, res.stdout[-4000:]
+    full_run = start_train(full_cfg, str(tmp_path / 'full'), opts, hooks_dir,
+                           ['--no-validate'])
 
     kill_dir = tmp_path / 'killed'
     kill_dir.mkdir()
@@ -139,6 +167,8 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, opts, hooks_dir, ['--no-validate'])
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
+    res = full_run()
+    assert res.returncode == 0, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'epoch_2.pth'))
     assert not osp.exists(osp.join(work, 'epoch_3.pth'))
 
@@ -179,11 +209,13 @@ def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
     seed = state_dict_meta(osp.join(work, 'epoch_2.pth'))['seed']
 
     cfg = user_config(str(tmp_path), RETINANET_B12, [])
+    full_opts = opts[:-1] + [f'randomness.seed={seed}']
+    full_run = start_train(cfg, str(tmp_path / 'full'), full_opts, hooks_dir,
+                           tool=tool)
     res = train(cfg, work, opts, hooks_dir, ['--resume'], tool=tool)
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 2' in res.stdout
-    full_opts = opts[:-1] + [f'randomness.seed={seed}']
-    res = train(cfg, str(tmp_path / 'full'), full_opts, hooks_dir, tool=tool)
+    res = full_run()
     assert res.returncode == 0, res.stdout[-4000:]
     full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
     resumed = state_dict(osp.join(work, 'epoch_3.pth'))
@@ -375,11 +407,12 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
     kill_cfg = str(tmp_path / 'kill_cfg.py')
     cfg.dump(kill_cfg)
 
-    res = train(full_cfg, str(tmp_path / 'full'), [], hooks_dir,
-                ['--no-validate'])
-    assert res.returncode == 0, res.stdout[-4000:]
+    full_run = start_train(full_cfg, str(tmp_path / 'full'), [], hooks_dir,
+                           ['--no-validate'])
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, [], hooks_dir, ['--no-validate'])
+    full_res = full_run()
+    assert full_res.returncode == 0, full_res.stdout[-4000:]
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'iter_4.pth'))
     res = train(full_cfg, work, [], hooks_dir, ['--no-validate', '--resume'])

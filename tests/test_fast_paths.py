@@ -446,6 +446,7 @@ print(json.dumps(errors))
 '''
 
 
+@pytest.mark.slow
 def test_triton_group_norm1_in_interpreter():
     """The one-group GroupNorm kernels (forward, input and affine gradients)
     in Triton's interpreter on CPU, against ``F.group_norm`` and the plain

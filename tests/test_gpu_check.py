@@ -268,6 +268,7 @@ def test_env_and_tests_sections(tmp_path, monkeypatch):
     assert 'no_such_file' not in tests['summary']
 
 
+@pytest.mark.slow
 def test_dry_run_measuring_sections(tmp_path):
     """The measuring sections on the CPU, each in its process: eager
     cells, one Mask R-CNN iteration through the forced stand-in, compiled

@@ -27,6 +27,7 @@ def model():
     return FCViT(arch=ARCH).eval()
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None)
 @given(h=st.integers(32, 300), w=st.integers(32, 300))
 def test_any_size_from_32(model, h, w):

@@ -20,10 +20,10 @@ INSTALL = osp.join(ROOT, 'tools', 'install.sh')
 # the environment the tests run in: the one install.sh made
 VENV = osp.dirname(osp.dirname(osp.abspath(sys.executable)))
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not osp.isfile(osp.join(VENV, 'bin', 'python'))
     or shutil.which('make') is None,
-    reason='needs the virtual environment made by tools/install.sh and make')
+    reason='needs the virtual environment made by tools/install.sh and make')]
 
 
 def _env(**extra):

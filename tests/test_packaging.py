@@ -174,6 +174,7 @@ print('built', type(model).__name__, n)
 '''
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('imports', [
     'import fcvit_mm\nassert "mmpretrain" not in sys.modules\n'
     'import mmpretrain',
@@ -288,6 +289,7 @@ def test_the_installed_package_runs_without_the_tools(installed):
         assert not osp.exists(osp.join(site, *gone)), gone
 
 
+@pytest.mark.slow
 def test_get_model_from_the_wheel(installed):
     """mmpretrain finds the FCViT models in the installed package's .mim/
     (imported first, as a user would: mmpretrain)."""

@@ -146,6 +146,7 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, by_epoch):
                                atol=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('named', [False, True])
 def test_resume_reads_the_checkpoint_once(tmp_path, monkeypatch, named):
     """--resume (bare, or naming the file) checks the checkpoint and resumes
@@ -206,6 +207,7 @@ def test_resume_skips_corrupt_last_checkpoint(tmp_path):
     assert find_resumable_checkpoint(str(empty)) == (None, {}, None)
 
 
+@pytest.mark.slow
 def test_checkpoint_write_is_atomic_under_sigkill(tmp_path):
     """SIGKILL while a checkpoint is being written (bytes written, not yet
     renamed): the previous checkpoint at that path is intact."""
@@ -328,6 +330,7 @@ def osp_tests():
     return os.path.join(ROOT, 'tests')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('seed', [7, None])
 def test_sigkill_during_save_then_resume(tmp_path, seed):
     """Killed (SIGKILL) while writing the epoch-2 checkpoint with
@@ -388,6 +391,7 @@ class FCViTToy(BaseModel):
             else out
 
 
+@pytest.mark.slow
 def test_resume_in_work_dir_of_another_variant(tmp_path):
     small, big = [8, 16, 24, 32], [16, 32, 48, 64]
     make_runner(tmp_path, 1, model=FCViTToy(small)).train()

@@ -279,6 +279,7 @@ def test_upernet_no_decay_on_norms_biases_and_1d(ade_root, tmp_path):
 # --------------------------------------------------------------------------
 # training, evaluation
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_trains_and_evaluates(name, ade_root, train_root, ref_ckpt,
                               golden):
@@ -308,6 +309,7 @@ def test_trains_and_evaluates(name, ade_root, train_root, ref_ckpt,
     assert osp.isfile(run['checkpoint']) == (name == CKPT_CONFIG)
 
 
+@pytest.mark.slow
 def test_tools_test_reports_miou(ade_root, train_root, ref_ckpt, tmp_path):
     from tools.test import main as test_main
     run = train_small(CKPT_CONFIG, ade_root, train_root, ref_ckpt)
@@ -321,6 +323,7 @@ def test_tools_test_reports_miou(ade_root, train_root, ref_ckpt, tmp_path):
     assert len(drawn) == 2  # one overlay per val image
 
 
+@pytest.mark.slow
 def test_dist_train_two_cpu_processes(ade_root, tmp_path):
     work_dir = tmp_path / 'dist'
     path = small_config('fpn_fcvit_b12_ade20k.py', ade_root, work_dir,
@@ -351,6 +354,7 @@ def test_dist_train_two_cpu_processes(ade_root, tmp_path):
 # --------------------------------------------------------------------------
 # mmseg inference API on our config + a checkpoint from our train.py
 # --------------------------------------------------------------------------
+@pytest.mark.slow
 def test_inference_api(ade_root, train_root, ref_ckpt, tmp_path):
     import cv2
     from mmseg.apis import (MMSegInferencer, inference_model, init_model,
@@ -516,6 +520,7 @@ def test_tta_views(ade_root, tmp_path):
     assert sum(s.flip for s in item['data_samples']) == 6
 
 
+@pytest.mark.slow
 def test_tta_through_mmseg_own_test_tool(ade_root, train_root, ref_ckpt,
                                          tmp_path):
     """mmseg's tools/test.py --tta on our config and a checkpoint of our

@@ -224,7 +224,7 @@ def test_dist_train_command(tmp_path):
     argv = run_script('dist_train.sh', ['cfg.py', '4', '--amp'],
                       dict(PYTHON=python, NNODES='2', NODE_RANK='1',
                            PORT='1234', MASTER_ADDR='10.1.2.3'))
-    assert argv[:2] == ['-m', 'torch.distributed.run']
+    assert argv[0] == osp.join(TOOLS, 'dist_launch.py')  # torchrun's args
     for flag in ('--nnodes=2', '--node_rank=1', '--master_addr=10.1.2.3',
                  '--nproc_per_node=4', '--master_port=1234'):
         assert flag in argv

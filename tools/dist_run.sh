@@ -9,7 +9,8 @@ GPUS=$2
 shift 2
 DIR="$(cd "$(dirname "$0")" && pwd)"
 export PYTHONPATH="$DIR/..${PYTHONPATH:+:$PYTHONPATH}"
-exec "${PYTHON:-python}" -m torch.distributed.run \
+# dist_launch.py: torchrun, with a short message for a user error
+exec "${PYTHON:-python}" "$DIR/dist_launch.py" \
     --nnodes="${NNODES:-1}" \
     --node_rank="${NODE_RANK:-0}" \
     --master_addr="${MASTER_ADDR:-127.0.0.1}" \

@@ -12,8 +12,11 @@ import argparse
 import os
 import os.path as osp
 import sys
+import warnings
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..'))
+# before mmengine and mmcv import it (the others: run_tool)
+warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
 
 
 def parse_args(argv=None):
@@ -39,8 +42,15 @@ def parse_args(argv=None):
     parser.add_argument('--launcher', default='none',
                         choices=['none', 'pytorch', 'slurm', 'mpi'],
                         help='job launcher')
+    parser.add_argument(
+        '--debug', action='store_true',
+        help='show the traceback of a user error (a missing file, a '
+        'config key that does not exist, ...), not only its message; the '
+        'same as FCVIT_MM_DEBUG=1')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
     args = parser.parse_args(argv)
+    if args.debug:  # read by fcvit_mm.engine.run_tool
+        os.environ['FCVIT_MM_DEBUG'] = '1'
     if 'LOCAL_RANK' not in os.environ:
         os.environ['LOCAL_RANK'] = str(args.local_rank)
     return args
@@ -75,7 +85,9 @@ def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
     from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
-                                 load_config, prepare_testing, task_of)
+                                 load_config, merge_cfg_options,
+                                 prepare_testing, task_of)
+    from fcvit_mm.engine.user_errors import quiet_logged_deprecations
     from fcvit_mm.models.checkpoint import safe_url
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
@@ -83,7 +95,8 @@ def main(argv=None):
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(
             f'checkpoint file not found: {args.checkpoint!r}')
-    cfg = load_config(args.config, args.cfg_options)
+    # options checked: one that names no key stops here, naming it
+    cfg = merge_cfg_options(load_config(args.config), args.cfg_options)
     scope = task_of(cfg)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
@@ -113,6 +126,7 @@ def main(argv=None):
         runner = Runner.from_cfg(cfg)
     else:
         runner = RUNNERS.build(cfg)
+    quiet_logged_deprecations(runner.logger)  # mmengine's, on itself
     if args.out and scope != 'mmseg':
         if scope == 'mmdet':
             from mmdet.evaluation import DumpDetResults

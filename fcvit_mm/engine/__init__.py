@@ -17,6 +17,7 @@ module              concern
                     (``DataLoaderWorkersHook``)
 ``distributed``     CPU start-up, SyncBN, a clean end, timeouts named
 ``preflight``       what the tools do before building a runner
+``user_errors``     a user error told once, short, with its fix
 ==================  =====================================================
 
 Importing this package registers every hook above in mmengine's root
@@ -28,9 +29,10 @@ from . import data_hooks, resume, workers  # noqa: F401 (registers)
 from .distributed import init_cpu_distributed, run_tool, shutdown_distributed
 from .preflight import (TASK_LIBRARIES, fresh_visualizer_name, load_config,
                         prepare_testing, prepare_training, task_of)
+from .user_errors import merge_cfg_options
 
 __all__ = [
     'TASK_LIBRARIES', 'fresh_visualizer_name', 'init_cpu_distributed',
-    'load_config', 'prepare_testing', 'prepare_training', 'run_tool',
-    'shutdown_distributed', 'task_of'
+    'load_config', 'merge_cfg_options', 'prepare_testing',
+    'prepare_training', 'run_tool', 'shutdown_distributed', 'task_of'
 ]

@@ -9,7 +9,7 @@ a timeout that names the rank that stopped answering.
   :func:`revert_sync_bn_cfg` makes a CPU-distributed run build BN, as
   mmengine does for a one-process run.
 * **A clean end.** :func:`shutdown_distributed` destroys the process group
-  and ends the process before the interpreter's teardown can abort a rank.
+  before the interpreter's teardown, where it could abort a rank.
 * **Timeouts.** A rank that hangs makes the others wait in their next
   collective for ``env_cfg.dist_cfg.timeout`` (seconds; torch's default is
   30 minutes), after which gloo says only ``Timed out waiting ...ms``.
@@ -18,6 +18,7 @@ a timeout that names the rank that stopped answering.
   ranks) and the ranks that do not check in are named.
 """
 import datetime
+import gc
 import logging
 import os
 import sys
@@ -30,7 +31,9 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from fcvit_mm.internals import private
-from .workers import shutdown_dataloader_workers
+from .user_errors import (USER_ERROR_EXIT, debug_requested,
+                          quiet_third_party_warnings, report_user_error,
+                          user_error)
 
 #: seconds the live ranks wait for one another to check in
 CHECK_IN_WAIT = 5.0
@@ -80,7 +83,7 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     return True
 
 
-def shutdown_distributed(exit_process: bool = False) -> bool:
+def shutdown_distributed() -> bool:
     """End a distributed run cleanly: wait for every rank, then destroy the
     process group.
 
@@ -88,26 +91,18 @@ def shutdown_distributed(exit_process: bool = False) -> bool:
     which torch's C++ objects are torn down is not fixed; with gloo on CPU a
     rank was seen to abort there ("terminate called without an active
     exception", exit -6) after a run that had finished. The tools call this
-    once the runner is done, with ``exit_process=True``: after the group is
-    gone, logs and standard streams are flushed and the process ends with
-    status 0 without the interpreter's teardown. The DataLoader workers,
-    which that teardown would have stopped, are shut down first (they would
-    stay behind otherwise, see :mod:`.workers`).
+    once the runner is done and collected (its DDP wrapper holds the
+    group); the process then ends as any other, and its DataLoader workers
+    with it (tests/test_dist_processes.py: a run that ends mid-epoch leaves
+    no process and exits with status 0).
 
     Returns:
-        bool: whether there was a process group to destroy (only returns
-        when ``exit_process`` is False or there was none).
+        bool: whether there was a process group to destroy.
     """
     if not (torch_dist.is_available() and torch_dist.is_initialized()):
         return False
-    shutdown_dataloader_workers()
     torch_dist.barrier()
     torch_dist.destroy_process_group()
-    if exit_process:
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
     return True
 
 
@@ -159,10 +154,12 @@ def explain_timeout(exc: BaseException) -> Optional[str]:
 
 
 def run_tool(main: Callable[[], object]) -> None:
-    """Run a tool's ``main``; if a collective times out, log which rank
-    stopped answering before the error ends the process, and after a
-    successful distributed run end the process cleanly
+    """Run a tool's ``main``. A user error (:mod:`.user_errors`) ends the
+    process with status 1 and its short message, once; if a collective
+    times out, the rank that stopped answering is logged before the error
+    ends the process; a successful distributed run ends cleanly
     (:func:`shutdown_distributed`)."""
+    quiet_third_party_warnings()
     try:
         main()
     except Exception as e:
@@ -170,8 +167,14 @@ def run_tool(main: Callable[[], object]) -> None:
         if message is not None:
             print_log(message, logger='current', level=logging.WARNING)
             e.add_note(message)
-        raise
-    shutdown_distributed(exit_process=True)
+            raise
+        message = user_error(e)
+        if message is None or debug_requested():
+            raise
+        report_user_error(message)
+        sys.exit(USER_ERROR_EXIT)
+    gc.collect()  # the runner (its cycles), and with it the DDP wrapper
+    shutdown_distributed()
 
 
 #: norm types that synchronise across processes (torch's and mmcv's)

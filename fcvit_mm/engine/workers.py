@@ -1,20 +1,26 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""DataLoader worker processes never outlive their run.
+"""DataLoader worker processes never outlive their rank, even a killed one.
 
 A worker notices that its parent is gone (within 5 s), but then waits
-forever to flush the batches it had queued for it, so a rank that ends
-with ``os._exit`` (as our tools do after a distributed run) or is killed
-leaves its workers behind, holding their memory. Two remedies:
+forever to flush the batches it had queued for it: the worker of a rank
+that is killed (SIGKILL, the OOM killer) stays, holding its memory.
+:class:`DataLoaderWorkersHook` has the kernel (Linux) kill each worker when
+the process that forked it dies.
 
-* :func:`shutdown_dataloader_workers` shuts the process's DataLoader
-  iterators down, as their finalisers would; the tools call it before
-  ending a distributed rank;
-* :class:`DataLoaderWorkersHook` has the kernel (Linux) kill each worker
-  when the process that forked it dies, so that nothing is left even when
-  a rank is killed.
+Why a process-wide fork hook, now that a finished rank ends as any process
+does (the interpreter's exit stops its workers; :mod:`.distributed` no
+longer ends it with ``os._exit``, so no scan for live DataLoader iterators
+is needed either): a killed rank runs no code at all, and torchrun, once
+one rank has died, signals only the process groups of the ranks still
+alive, so the dead rank's worker is left running. The failing case without
+the hook: tests/test_dist_processes.py::test_killed_rank_leaves_no_process
+(rank 1 SIGKILLed after its second iteration: its DataLoader worker stays,
+orphaned) and ::test_dataloader_worker_outliving_its_process[none-kill] (one
+process, SIGKILLed: its worker stays). The hook holds for the workers of
+every DataLoader, however the job was launched (torchrun, srun, one
+process).
 """
 import ctypes
-import gc
 import os
 import signal
 import sys
@@ -23,31 +29,7 @@ import threading
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from fcvit_mm.internals import private
-
 PR_SET_PDEATHSIG = 1
-
-
-def shutdown_dataloader_workers() -> int:
-    """Shut down every multi-process DataLoader iterator of this process
-    (its workers and pin-memory thread).
-
-    Returns:
-        int: how many iterators were shut down.
-    """
-    iterator_type = private(
-        'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter')
-    private('torch.utils.data.dataloader:_MultiProcessingDataLoaderIter'
-            '._shutdown_workers')
-    count = 0
-    for obj in gc.get_objects():
-        # type(), not isinstance: the latter asks every object for its
-        # __class__, which makes deprecated proxies (torch's reduce_op) warn
-        if issubclass(type(obj), iterator_type) and \
-                not getattr(obj, '_shutdown', True):
-            obj._shutdown_workers()
-            count += 1
-    return count
 
 
 _at_fork = dict(registered=False, parent=None, prctl=None)
