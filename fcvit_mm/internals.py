@@ -20,9 +20,6 @@ another library that fcvit_mm uses without listing it here:
 * mmengine ``Runner._train_loop``, ``._val_loop``, ``._test_loop``: the
   data checks look at the dataloaders of the loops the runner has built,
   without building the others (the public properties build them);
-* torch ``_MultiProcessingDataLoaderIter`` (``._shutdown_workers``,
-  ``._shutdown``): no DataLoader worker left behind by a rank that ends
-  with ``os._exit``;
 * torch ``nn.modules.batchnorm._BatchNorm``: the base of every BatchNorm
   kind (1d/2d/3d, SyncBatchNorm), which FCViT's weight init and
   ``norm_eval`` act on, as the OpenMMLab backbones do;
@@ -79,16 +76,12 @@ RUNNER_ATTRIBUTES: Dict[str, str] = {
 }
 #: private names, 'module:name' or 'module:name.attr' -> what needs it
 PRIVATE_NAMES: Dict[str, str] = {
-    'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter':
-    'shutting DataLoader workers down before os._exit',
     'torch.distributed.distributed_c10d:_get_default_store':
     'naming the rank that stopped answering',
     'numpy.core.multiarray:_reconstruct':
     'numpy arrays in weights-only checkpoints',
     'numpy.core.multiarray:scalar':
     'numpy scalars in weights-only checkpoints',
-    'torch.utils.data.dataloader:_MultiProcessingDataLoaderIter'
-    '._shutdown_workers': 'shutting DataLoader workers down',
     'torch:ops.mkldnn._convolution_pointwise':
     "oneDNN's fused depthwise convolution on the CPU",
     'torch.nn.modules.batchnorm:_BatchNorm':
@@ -99,8 +92,6 @@ PRIVATE_NAMES: Dict[str, str] = {
 #: shows: ('module:qualname' of the function that sets or reads it,
 #: attribute) -> what needs it
 SOURCE_ATTRIBUTES: Dict[Tuple[str, str], str] = {
-    ('torch.utils.data.dataloader:_MultiProcessingDataLoaderIter.__init__',
-     '_shutdown'): 'shutting down only the DataLoader workers still up',
     ('mmpretrain.apis.image_classification:'
      'ImageClassificationInferencer.__init__', '_dataset_meta'):
     "an ONNX classifier's class names in mmpretrain's inferencer",
