@@ -197,8 +197,8 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
         backbone_form: which equivalent form of FCViT backbones goes into
             the graphs (:data:`BACKBONE_FORMS`): ``'deploy'`` (the default:
             its inference form, ``FCViT.switch_to_deploy()`` on the plain
-            path, the graph the runtimes run fastest; see
-            docs/deployment.md), ``'plain'`` (the training form's plain
+            path: the smallest graph, one op per GroupNorm; its speed is
+            within the scatter of the plain path's, docs/performance.md), ``'plain'`` (the training form's plain
             path), ``'fast'`` (its fast path) or ``'config'`` (as the
             config builds it). All compute the same function.
     """

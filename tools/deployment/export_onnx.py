@@ -53,8 +53,8 @@ def parse_args(argv=None):
     p.add_argument('--backbone-form', choices=BACKBONE_FORMS,
                    default='deploy',
                    help='which equivalent form of FCViT to export (default '
-                   'deploy: its inference form, the fastest in the '
-                   'runtimes; plain / fast: the training form\'s paths; '
+                   'deploy: its inference form, the smallest graph; '
+                   'plain / fast: the training form\'s paths; '
                    'config: as the config builds it)')
     p.add_argument('--check-image', metavar='IMG',
                    help='compare the library\'s inference with PyTorch and '

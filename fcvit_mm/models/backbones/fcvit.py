@@ -19,10 +19,11 @@ CPU), the same function computed on channels-last tensors with the kernels
 of :mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
 checks that both give the same outputs and gradients. Inputs and outputs of
 :class:`FCViT` are ordinary NCHW tensors either way. A TorchScript-based
-ONNX export writes the one-group GroupNorms and the global context in the
-forms the runtimes run fastest (``fcvit_ops.group_norm1``,
+ONNX export writes the one-group GroupNorms and the global context with
+fewer ops and 4-D tensors only (``fcvit_ops.group_norm1``,
 ``GlobalContext._add_onnx``), and :meth:`FCViT.switch_to_deploy` gives the
-inference form that ``fcvit_mm.deploy`` exports (``tests/test_inference_form.py``).
+inference form that ``fcvit_mm.deploy`` exports
+(``tests/test_inference_form.py``).
 
 The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps

@@ -84,7 +84,7 @@ def onnx_export() -> bool:
     """Whether the running forward is being exported by torch's
     TorchScript-based ONNX exporter, which emits the ONNX forms of
     :func:`group_norm1` and of the global context (see
-    ``GlobalContext``) that the runtimes run fastest."""
+    ``GlobalContext``): one op per GroupNorm, 4-D tensors only."""
     return torch.onnx.is_in_onnx_export()
 
 
@@ -368,8 +368,9 @@ class _OnnxGroupNorm1(torch.autograd.Function):
     LayerNorm: mean and biased variance over (C, H, W) per sample. Exported
     as ``nn.GroupNorm`` it would be a reshape, an InstanceNormalization, a
     reshape back and a Mul and an Add, whose reshapes take OpenVINO out of
-    its blocked layouts (measured: 0.87x -> 0.98x of ResNet-50 with the
-    global context's ONNX form)."""
+    its blocked layouts (reorders were 10% of its time on the plain graph;
+    the whole-model speed stayed within the runs' scatter, see
+    docs/performance.md)."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
