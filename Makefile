@@ -1,12 +1,15 @@
 # fcvit-mm: `make test` sets everything up (once per machine) and runs the suite.
-VENV    ?= .venv
+# STACK=onedl: the onedl-* packages (requirements/constraints-onedl.txt),
+# in their own environment
+STACK   ?= openmmlab
+VENV    ?= $(if $(filter onedl,$(STACK)),.venv-onedl,.venv)
 PYTHON  := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: install test test-fast clean-venv
 
 install:
-	VENV=$(VENV) bash tools/install.sh
+	STACK=$(STACK) VENV=$(VENV) bash tools/install.sh
 
 test: install
 	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
@@ -28,4 +31,4 @@ demo: install
 # for training.
 .PHONY: install-deploy
 install-deploy: install
-	$(PYTHON) -m pip install -c requirements/constraints.txt -r requirements/deploy.txt -r requirements/openvino.txt
+	$(PYTHON) -m pip install -c requirements/constraints$(if $(filter onedl,$(STACK)),-onedl,).txt -r requirements/deploy.txt -r requirements/openvino.txt

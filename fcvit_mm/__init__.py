@@ -14,12 +14,15 @@ Importing the package (every config of this project does, through
 * the classification model index with mmpretrain's ModelHub, at once if
   mmpretrain is imported, else right after it is.
 
-The last two go beyond registries; :mod:`fcvit_mm.internals` says why,
-together with every private name of another library that fcvit_mm uses.
+The last two go beyond registries, and so do two changes made on the
+onedl-* stack only (``mmseg::`` config bases resolve; mmengine's checkpoint
+loading stays weights-only): :mod:`fcvit_mm.internals` says why, together
+with every private name of another library that fcvit_mm uses.
 """
-from .internals import register_history_buffer_pickling
+from .internals import register_config_scopes, register_history_buffer_pickling
 from .models import FCViT
-from .models.checkpoint import register_safe_globals, register_safe_scheme
+from .models.checkpoint import (guard_checkpoint_loading,
+                                register_safe_globals, register_safe_scheme)
 from . import engine  # noqa: F401,E402  (registers the hooks)
 from .utils.model_index import register_model_index_on_import
 
@@ -27,6 +30,8 @@ register_safe_globals()
 register_safe_scheme()
 register_history_buffer_pickling()
 register_model_index_on_import()
+register_config_scopes()  # the onedl-* stack (fcvit_mm.internals)
+guard_checkpoint_loading()
 
 __version__ = '0.1.0'
 __all__ = ['FCViT', '__version__']

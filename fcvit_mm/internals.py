@@ -38,7 +38,7 @@ another library that fcvit_mm uses without listing it here:
 
 **Changes to other libraries' objects.** ``import fcvit_mm`` registers
 things (the model, the hooks, a file backend, the weights-only allowlist)
-and changes two things beyond registries, each the only way to a named
+and changes these beyond registries, each the only way to a named
 guarantee:
 
 * :func:`register_history_buffer_pickling`: mmengine's ``HistoryBuffer``
@@ -55,9 +55,40 @@ guarantee:
   imported first, and ``import fcvit_mm`` does not import mmpretrain:
   ``tests/test_packaging.py::test_get_model_by_name_either_import_order``).
   mmpretrain offers no hook for a package's own model index.
+
+**The onedl-* stack** (:func:`stack`): the maintained continuation of the
+OpenMMLab packages installs the same modules under other distribution
+names (onedl-mmengine, onedl-mmsegmentation, ...). Two more changes, each
+made only where it applies:
+
+* :func:`register_config_scopes`: mmengine finds the package of a config
+  scope (``mmseg::``) by its distribution name (mmengine's public
+  ``mmengine.config.utils.MODULE2PACKAGE``: ``'mmseg'`` ->
+  ``'mmsegmentation'``); where that distribution is not installed but the
+  module is, the scope is pointed at the module, which mmengine then finds
+  by its import spec. mmengine reads a config's bases before any
+  ``custom_imports``, so each of our bases that names ``mmseg::`` lists
+  ``configs/_base_/scopes.py`` (which imports fcvit_mm) first
+  (``tests/test_stacks.py``).
+* :func:`fcvit_mm.models.checkpoint.guard_checkpoint_loading`:
+  onedl-mmengine loads checkpoints with
+  its own ``mmengine.runner.checkpoint._safe_torch_load``, which (1) leaves
+  torch's allowlist without the entries fcvit_mm registered (it adds its
+  list in ``torch.serialization.safe_globals``, whose exit removes them
+  all) and (2) loads again with ``weights_only=False``, running whatever
+  the file holds, when the weights-only load fails. It is replaced by
+  fcvit_mm's weights-only load (an error naming the file, no second try).
+
+A third difference needs no change of theirs: onedl-mmengine's
+iteration-based loop resumes by moving its sampler forward without loading
+the consumed batches; :class:`fcvit_mm.engine.RandomStateHook` loads them
+(as mmengine 0.10.7 does) through the loop's public iterator, so the data
+workers' generators are where an uninterrupted run's are.
 """
 import copyreg
+import functools
 import importlib
+import importlib.metadata
 import importlib.util
 import inspect
 import re
@@ -82,6 +113,9 @@ PRIVATE_NAMES: Dict[str, str] = {
     'numpy arrays in weights-only checkpoints',
     'numpy.core.multiarray:scalar':
     'numpy scalars in weights-only checkpoints',
+    'mmengine.runner.checkpoint:_safe_torch_load':
+    "onedl-mmengine's checkpoint loading, replaced (no fallback that runs "
+    'code, the allowlist kept)',
     'torch:ops.mkldnn._convolution_pointwise':
     "oneDNN's fused depthwise convolution on the CPU",
     'torch.nn.modules.batchnorm:_BatchNorm':
@@ -98,12 +132,29 @@ SOURCE_ATTRIBUTES: Dict[Tuple[str, str], str] = {
 }
 
 
+#: listed names that only the onedl-* stack has
+ONEDL_ONLY = ('mmengine.runner.checkpoint:_safe_torch_load', )
+
+
+@functools.lru_cache(maxsize=None)
+def stack() -> str:
+    """``'onedl'`` where mmengine is installed as onedl-mmengine (the
+    onedl-* packages), else ``'openmmlab'``."""
+    try:
+        importlib.metadata.version('onedl-mmengine')
+    except importlib.metadata.PackageNotFoundError:
+        return 'openmmlab'
+    return 'onedl'
+
+
 def _applies(spec: str) -> bool:
     """Whether a listed name is needed here: oneDNN's ops where torch has
     oneDNN, mmpretrain's names where mmpretrain is installed."""
     if spec.startswith('torch:ops.mkldnn.'):
         import torch
         return torch.backends.mkldnn.is_available()
+    if spec in ONEDL_ONLY:
+        return stack() == 'onedl'
     module = spec.partition(':')[0]
     return importlib.util.find_spec(module.split('.')[0]) is not None
 
@@ -200,3 +251,20 @@ def register_history_buffer_pickling() -> None:
     methods are class-level defaults that every buffer has anyway)."""
     from mmengine.logging import HistoryBuffer
     copyreg.pickle(HistoryBuffer, _reduce_history_buffer)
+
+
+# --------------------------------------------------------------------------
+# The onedl-* stack (see the module doc)
+# --------------------------------------------------------------------------
+def register_config_scopes() -> None:
+    """Point each config scope whose distribution is not installed, but
+    whose module is, at the module (``mmseg::`` on onedl-mmsegmentation)."""
+    from mmengine.config import utils as config_utils
+    table = config_utils.MODULE2PACKAGE
+    for scope, dist in list(table.items()):
+        if dist == scope or importlib.util.find_spec(scope) is None:
+            continue
+        try:
+            importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            table[scope] = scope

@@ -586,6 +586,13 @@ def test_mim_train_and_test_mmdet(coco, tmp_path):
     run mmdet's shipped tools on a tiny config inheriting ours (FCViT-tiny
     Mask R-CNN, one epoch of 2 iterations on the generated dataset)."""
     pytest.importorskip('mim')
+    from fcvit_mm.internals import stack
+    if stack() == 'onedl':
+        pytest.skip('openmim finds a codebase by its distribution name, and '
+                    'the onedl stack installs mmdet as onedl-mmdetection: '
+                    'there, `mim train mmdet` answers that mmdet is not '
+                    'installed (run mmdet/.mim/tools/train.py, or `mim train '
+                    'fcvit_mm`, instead)')
     import mmdet
     if not osp.isfile(osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools',
                                'train.py')):

@@ -15,10 +15,23 @@ import sysconfig
 
 import pytest
 
+from fcvit_mm.internals import stack
+
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 INSTALL = osp.join(ROOT, 'tools', 'install.sh')
-# the environment the tests run in: the one install.sh made
+# the environment the tests run in: the one install.sh made, for the stack
+# it has (`make install` / `make install STACK=onedl`)
 VENV = osp.dirname(osp.dirname(osp.abspath(sys.executable)))
+STACK = stack()
+CONSTRAINTS = 'constraints-onedl.txt' if STACK == 'onedl' else \
+    'constraints.txt'
+MMCV_DIST = 'onedl-mmcv' if STACK == 'onedl' else 'mmcv'
+
+
+def _pin(dist):
+    with open(osp.join(ROOT, 'requirements', CONSTRAINTS)) as f:
+        return next(line.split('==')[1].strip() for line in f
+                    if line.startswith(dist + '=='))
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     not osp.isfile(osp.join(VENV, 'bin', 'python'))
@@ -29,6 +42,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 def _env(**extra):
     env = dict(os.environ)
     env.pop('PYTHONPATH', None)
+    env['STACK'] = STACK
     env.update(extra)
     return env
 
@@ -48,7 +62,8 @@ def _link_venv(tmp_path):
 
 def _assert_ready(proc):
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert '[install] ready: mmcv 2.1.0' in proc.stdout, proc.stdout
+    assert f'[install] ready (stack: {STACK}): mmcv {_pin(MMCV_DIST)}' \
+        in proc.stdout, proc.stdout
 
 
 def test_install_with_relative_venv_from_another_directory(tmp_path):
@@ -66,7 +81,8 @@ def test_make_dash_c_from_elsewhere(tmp_path, relative):
     # make -C changes into the repository first: a relative VENV is
     # relative to the repository root there
     venv = osp.relpath(link, ROOT) if relative else str(link)
-    proc = _run(['make', '-C', ROOT, 'install', f'VENV={venv}'],
+    proc = _run(['make', '-C', ROOT, 'install', f'VENV={venv}',
+                 f'STACK={STACK}'],
                 cwd=tmp_path, FCVIT_MM_CACHE=str(tmp_path / 'cache'))
     _assert_ready(proc)
 
@@ -78,10 +94,11 @@ def _broken_build_checkout(tmp_path):
     shutil.copytree(osp.join(ROOT, 'requirements'), copy / 'requirements')
     (copy / 'tools').mkdir()
     shutil.copy(INSTALL, copy / 'tools' / 'install.sh')
-    pins = (copy / 'requirements' / 'constraints.txt').read_text()
-    assert 'mmcv==2.1.0' in pins
-    (copy / 'requirements' / 'constraints.txt').write_text(
-        pins.replace('mmcv==2.1.0', 'mmcv==9.9.9'))
+    pin = f'{MMCV_DIST}=={_pin(MMCV_DIST)}'
+    pins = (copy / 'requirements' / CONSTRAINTS).read_text()
+    assert pin in pins
+    (copy / 'requirements' / CONSTRAINTS).write_text(
+        pins.replace(pin, f'{MMCV_DIST}==9.9.9'))
     return copy
 
 
@@ -94,9 +111,10 @@ def test_failed_mmcv_build_says_where_and_leaves_no_wheel(tmp_path):
         [sys.executable, '-c', 'import sys, torch; print(f"py{sys.version_info'
          '[0]}{sys.version_info[1]}-torch{torch.__version__.split(\'+\')[0]}")'],
         text=True, capture_output=True, check=True).stdout.strip()
-    wheel_dir = cache / f'mmcv-9.9.9-{torch_tag}-cpu'
+    wheel_dir = cache / f'{MMCV_DIST}-9.9.9-{torch_tag}-cpu'
     wheel_dir.mkdir(parents=True)
-    damaged = wheel_dir / 'mmcv-9.9.9-cp311-cp311-linux_x86_64.whl'
+    damaged = wheel_dir / (MMCV_DIST.replace('-', '_')
+                           + '-9.9.9-cp311-cp311-linux_x86_64.whl')
     damaged.write_bytes(b'PK\x03\x04 truncated')
     (wheel_dir / '.partial-abc123').write_bytes(b'half a wheel')
 
@@ -109,15 +127,15 @@ def test_failed_mmcv_build_says_where_and_leaves_no_wheel(tmp_path):
     report = '\n'.join(err)
     # the last lines say which step, which command and where the log is
     assert err[0].startswith('[install] FAILED (exit status')
-    assert 'at step: downloading the mmcv 9.9.9 source' in err[0]
+    assert f'at step: downloading the {MMCV_DIST} 9.9.9 source' in err[0]
     assert any(line.startswith('[install] command: ') and 'pip' in line
-               and 'download' in line and 'mmcv==9.9.9' in line
+               and 'download' in line and f'{MMCV_DIST}==9.9.9' in line
                for line in err), report
     log = [line.split(': ', 1)[1] for line in err
            if line.startswith('[install] full log: ')]
     assert len(log) == 1 and osp.isfile(log[0]), report
     assert log[0].startswith(str(cache / 'logs'))
-    assert 'mmcv==9.9.9' in open(log[0]).read()
+    assert f'{MMCV_DIST}==9.9.9' in open(log[0]).read()
     assert '9.9.9' in report.split('last lines of the log:')[1]
     # nothing half-written stays in the cache: the next run builds again
     assert os.listdir(wheel_dir) == []
@@ -163,3 +181,12 @@ def test_shellcheck(script):
     proc = subprocess.run([shellcheck, '--norc', script], text=True,
                           capture_output=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_unknown_stack_is_named(tmp_path):
+    proc = _run(['bash', INSTALL], cwd=tmp_path, STACK='mmlab3',
+                VENV=str(tmp_path / 'v'), timeout=60)
+    assert proc.returncode == 2
+    assert "unknown STACK 'mmlab3'" in proc.stderr
+    assert 'openmmlab' in proc.stderr and 'onedl' in proc.stderr
+    assert not (tmp_path / 'v').exists()  # nothing was set up

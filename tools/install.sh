@@ -3,6 +3,7 @@
 #
 #   bash tools/install.sh            # creates .venv (if missing) and installs
 #   VENV=/some/env bash tools/install.sh
+#   STACK=onedl bash tools/install.sh  # the onedl-* packages (.venv-onedl)
 #
 # VENV may be relative: it is taken relative to the directory the script is
 # started from (`make` passes the one it was given, relative to the
@@ -21,16 +22,39 @@
 # Every command's output goes to a log file ($FCVIT_MM_CACHE/logs/); a failed
 # step ends the script with the step, the command and the log's last lines.
 # A user who already has torch + mmcv can skip all this: `pip install -e .`.
+#
+# STACK picks the OpenMMLab packages: `openmmlab` (the default: mmcv,
+# mmengine, mmdet, mmsegmentation, mmpretrain; requirements/constraints.txt)
+# or `onedl`, their maintained continuation under other distribution names
+# and the same import names (onedl-mmcv, built from its source as mmcv is,
+# onedl-mmengine, onedl-mmdetection, onedl-mmsegmentation, onedl-mmpretrain;
+# requirements/constraints-onedl.txt, default environment .venv-onedl).
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STACK="${STACK:-openmmlab}"
+case "$STACK" in
+    openmmlab)
+        DEFAULT_VENV=.venv SUFFIX=""
+        MMCV_DIST=mmcv
+        LIB_DISTS=(mmengine mmdet mmsegmentation mmpretrain) ;;
+    onedl)
+        DEFAULT_VENV=.venv-onedl SUFFIX="-onedl"
+        MMCV_DIST=onedl-mmcv
+        LIB_DISTS=(onedl-mmengine onedl-mmdetection onedl-mmsegmentation
+                   onedl-mmpretrain) ;;
+    *)
+        echo "[install] unknown STACK '$STACK': use openmmlab (the default) or onedl" >&2
+        exit 2 ;;
+esac
 # A relative VENV is relative to the caller's working directory; make it
 # absolute before any cd (the mmcv build runs inside its unpacked source).
-VENV="$(realpath -m "${VENV:-$ROOT/.venv}")"
+VENV="$(realpath -m "${VENV:-$ROOT/$DEFAULT_VENV}")"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 CACHE="$(realpath -m "${FCVIT_MM_CACHE:-$HOME/.cache/fcvit_mm}")"
-CONSTRAINTS="$ROOT/requirements/constraints.txt"
+CONSTRAINTS="$ROOT/requirements/constraints$SUFFIX.txt"
+RUNTIME="requirements/runtime$SUFFIX.txt"
 
 log() { printf '[install] %s\n' "$*"; }
 
@@ -94,40 +118,41 @@ if ! have torch "$(pin torch)" || ! have torchvision "$(pin torchvision)"; then
 fi
 
 # --- 2. mmcv with ops, built once per machine ---------------------------------
+MMCV_FILE="${MMCV_DIST//-/_}"  # the name in its sdist and wheel files
 build_mmcv() {  # build_mmcv VERSION WHEEL_DIR: build and cache the wheel
     local version=$1 wheel_dir=$2 build src tmp
-    step "building mmcv $version with ops; takes about 10 minutes once per machine (log: $LOG)"
+    step "building $MMCV_DIST $version with ops; takes about 10 minutes once per machine (log: $LOG)"
     build="$(mktemp -d)"
     # shellcheck disable=SC2064  # expand now: $build is local
     trap "rm -rf '$build'" EXIT
-    STEP="downloading the mmcv $version source"
+    STEP="downloading the $MMCV_DIST $version source"
     run "${PIP[@]}" download --no-deps --no-binary :all: --no-build-isolation \
-        -d "$build" "mmcv==$version"
+        -d "$build" "$MMCV_DIST==$version"
     STEP="installing mmcv's build tools"
     run "${PIP[@]}" install -c "$CONSTRAINTS" setuptools wheel ninja packaging
-    tar -xzf "$build/mmcv-$version.tar.gz" -C "$build"
-    src="$build/mmcv-$version"
-    # torch >= 2.10 headers use C++20 features; mmcv 2.1.0 asks for C++17.
-    STEP="patching mmcv's setup.py for C++20"
+    tar -xzf "$build/$MMCV_FILE-$version.tar.gz" -C "$build"
+    src="$build/$MMCV_FILE-$version"
+    # torch >= 2.10 headers use C++20 features; mmcv's setup.py asks for C++17.
+    STEP="patching $MMCV_DIST's setup.py for C++20"
     run sed -i 's/-std=c++17/-std=c++20/g' "$src/setup.py"
     run grep -q -- '-std=c++20' "$src/setup.py"
-    STEP="compiling mmcv $version (MMCV_WITH_OPS=1)"
+    STEP="compiling $MMCV_DIST $version (MMCV_WITH_OPS=1)"
     cd "$src"
     MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
         run "${PIP[@]}" wheel --no-build-isolation --no-deps -w "$build/dist" .
     cd "$ROOT"
     # into the cache atomically: a kill or a full disk leaves no partial wheel
-    STEP="caching the mmcv wheel in $wheel_dir"
+    STEP="caching the $MMCV_DIST wheel in $wheel_dir"
     mkdir -p "$wheel_dir"
-    for whl in "$build"/dist/mmcv-*.whl; do
+    for whl in "$build"/dist/"$MMCV_FILE"-*.whl; do
         tmp="$(mktemp "$wheel_dir/.partial-XXXXXX")"
         run cp "$whl" "$tmp"
         run mv -f "$tmp" "$wheel_dir/$(basename "$whl")"
     done
 }
 
-MMCV_VERSION="$(pin mmcv)"
-if ! have mmcv "$MMCV_VERSION" || ! "$PY" -c 'import mmcv.ops' 2>/dev/null; then
+MMCV_VERSION="$(pin "$MMCV_DIST")"
+if ! have "$MMCV_DIST" "$MMCV_VERSION" || ! "$PY" -c 'import mmcv.ops' 2>/dev/null; then
     TAG="$("$PY" - <<'EOF'
 import sys, shutil, torch
 cuda = torch.cuda.is_available() and shutil.which('nvcc') is not None
@@ -135,10 +160,10 @@ print(f"py{sys.version_info[0]}{sys.version_info[1]}-torch{torch.__version__.spl
       + (f"cu{torch.version.cuda}" if cuda else "cpu"))
 EOF
 )"
-    WHEEL_DIR="$CACHE/mmcv-$MMCV_VERSION-$TAG"
+    WHEEL_DIR="$CACHE/$MMCV_DIST-$MMCV_VERSION-$TAG"
     rm -f "$WHEEL_DIR"/.partial-*  # left by a killed earlier run
     WHEEL=""
-    for whl in "$WHEEL_DIR"/mmcv-*.whl; do
+    for whl in "$WHEEL_DIR"/"$MMCV_FILE"-*.whl; do
         [ -e "$whl" ] || continue
         if wheel_ok "$whl"; then
             WHEEL="$whl"
@@ -149,7 +174,7 @@ EOF
     done
     if [ -z "$WHEEL" ]; then
         build_mmcv "$MMCV_VERSION" "$WHEEL_DIR"
-        WHEEL="$(find "$WHEEL_DIR" -maxdepth 1 -name 'mmcv-*.whl' | head -n 1)"
+        WHEEL="$(find "$WHEEL_DIR" -maxdepth 1 -name "$MMCV_FILE-*.whl" | head -n 1)"
         log "cached $WHEEL"
     fi
     step "installing $WHEEL"
@@ -158,16 +183,22 @@ EOF
 fi
 
 # --- 3. the OpenMMLab libraries, test tools, this package ---------------------
-if ! have mmdet "$(pin mmdet)" || ! have mmsegmentation "$(pin mmsegmentation)" \
-    || ! have mmpretrain "$(pin mmpretrain)" || ! have mmengine "$(pin mmengine)" \
+libs_ok() {  # are the stack's libraries installed at their pinned versions?
+    local dist
+    for dist in "${LIB_DISTS[@]}"; do
+        have "$dist" "$(pin "$dist")" || return 1
+    done
+}
+if ! libs_ok \
     || ! "$PY" -c 'import fcvit_mm, pytest, hypothesis, onnxruntime, openvino' 2>/dev/null \
-    || [ requirements/runtime.txt -nt "$VENV/.fcvit_mm_installed" ] \
+    || [ "$RUNTIME" -nt "$VENV/.fcvit_mm_installed" ] \
+    || [ "$CONSTRAINTS" -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/tests.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/deploy.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ requirements/openvino.txt -nt "$VENV/.fcvit_mm_installed" ] \
     || [ setup.py -nt "$VENV/.fcvit_mm_installed" ]; then
-    step "installing OpenMMLab libraries and test tools"
-    run "${PIP[@]}" install -c "$CONSTRAINTS" -r requirements/runtime.txt \
+    step "installing the OpenMMLab libraries ($STACK) and test tools"
+    run "${PIP[@]}" install -c "$CONSTRAINTS" -r "$RUNTIME" \
         -r requirements/tests.txt
     step "installing fcvit_mm (editable)"
     run "${PIP[@]}" install -c "$CONSTRAINTS" --no-deps --no-build-isolation -e .
@@ -175,9 +206,10 @@ if ! have mmdet "$(pin mmdet)" || ! have mmsegmentation "$(pin mmsegmentation)" 
 fi
 STEP="checking the environment"
 CMD="$PY -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm'"
-"$PY" - >>"$LOG" 2>&1 <<'EOF'
+"$PY" - "$STACK" >>"$LOG" 2>&1 <<'EOF'
+import sys
 import mmcv, mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm
-print('[install] ready: mmcv', mmcv.__version__, 'mmdet', mmdet.__version__,
+print('[install] ready (stack: %s): mmcv' % sys.argv[1], mmcv.__version__, 'mmdet', mmdet.__version__,
       'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)
 EOF
 tail -n 1 "$LOG"

@@ -28,7 +28,8 @@ class RandomStateHook(Hook):
     must not make the training that follows differ from a resumed one).
     Data loading is exact on resume when it runs in worker processes
     (``num_workers >= 1``): their seeds are fixed by mmengine, and the
-    iteration-based loop replays the consumed batches.
+    iteration-based loop replays the consumed batches (on onedl-mmengine,
+    whose loop would skip them unloaded, this hook replays them).
     """
 
     priority = 'VERY_LOW'
@@ -76,9 +77,30 @@ class RandomStateHook(Hook):
     def before_train(self, runner) -> None:
         state, self._pending = self._pending, None
         if state:
+            self._load_consumed_batches(runner)
             self.set_state(state)
             runner.logger.info('restored the random generators\' states of '
                                'the resumed checkpoint')
+
+    @staticmethod
+    def _load_consumed_batches(runner) -> None:
+        """Where the iteration-based loop would resume by moving its sampler
+        forward without loading the batches already trained on
+        (onedl-mmengine: ``fast_forward_on_resume=False``), load them here,
+        as mmengine 0.10.7's loop does: the data workers' generators then
+        stand where an uninterrupted run's stand. The loop is told the
+        batches are consumed."""
+        loop = runner.train_loop
+        if getattr(loop, 'fast_forward_on_resume', True) or loop.iter <= 0:
+            return
+        runner.logger.info(
+            f'loading the {loop.iter} batches trained on before the resumed '
+            'checkpoint (exact resume: the data workers\' random generators '
+            'advance as in an uninterrupted run); mmengine\'s note that it '
+            'skips advancing the dataloader refers to this')
+        for _ in range(loop.iter):
+            next(loop.dataloader_iterator)
+        loop.fast_forward_on_resume = True
 
     def before_val(self, runner) -> None:
         self._before_val = self.get_state()

@@ -12,7 +12,9 @@
   when :mod:`fcvit_mm` is imported, so the libraries' own loaders read
   mmengine's checkpoints on torch >= 2.6 (whose ``torch.load`` defaults to
   ``weights_only=True``; how ``HistoryBuffer`` pickles as plain data is in
-  :mod:`fcvit_mm.internals`).
+  :mod:`fcvit_mm.internals`). On onedl-mmengine, whose own loader would
+  retry with ``weights_only=False``, :func:`guard_checkpoint_loading` puts
+  mmengine's loads on the same weights-only path.
 * **Read once.** :func:`safe_url` turns a path into one that mmengine's
   loaders read with :func:`safe_load` (scheme ``fcvit-safe://``), handing
   over a checkpoint already read for a check instead of reading it again.
@@ -44,7 +46,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from fcvit_mm.internals import private
+from fcvit_mm.internals import private, stack
 
 
 def _numpy_globals() -> List[Any]:
@@ -72,6 +74,24 @@ def register_safe_globals() -> None:
     torch.serialization.add_safe_globals(safe_globals())
 
 
+def guard_checkpoint_loading() -> None:
+    """Where mmengine loads checkpoints through its own ``_safe_torch_load``
+    (onedl-mmengine), load them with :func:`load_weights_only` instead: no
+    fallback that runs code, torch's allowlist left as it is
+    (:mod:`fcvit_mm.internals` says why)."""
+    if stack() != 'onedl':
+        return
+    from mmengine.runner import checkpoint
+    private('mmengine.runner.checkpoint:_safe_torch_load')  # named if gone
+    checkpoint._safe_torch_load = _load_for_mmengine
+
+
+def _load_for_mmengine(file, map_location=None, weights_only=None):
+    """mmengine's ``_safe_torch_load(file, map_location, weights_only)``;
+    ``weights_only`` is ignored: every load is weights-only."""
+    return load_weights_only(file, map_location)
+
+
 class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be (safely) loaded."""
 
@@ -94,18 +114,28 @@ def safe_load(filename: str, map_location: Any = 'cpu') -> Any:
             raise FileNotFoundError(
                 f'checkpoint file not found: {filename!r}')
         source = filename
+    return load_weights_only(source, map_location, name=filename)
+
+
+def load_weights_only(source: Any, map_location: Any = None,
+                      name: Optional[str] = None) -> Any:
+    """``torch.load(source, weights_only=True)`` (a path or a file object),
+    failures as :class:`CheckpointError` naming ``name`` (the path, by
+    default): never a second try that could run code."""
+    if name is None:
+        name = source if isinstance(source, str) else 'checkpoint'
     try:
         return torch.load(source, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         raise CheckpointError(
-            f'refusing to load checkpoint {filename!r}: it holds an object '
+            f'refusing to load checkpoint {name!r}: it holds an object '
             f'that is not plain data (weights-only load failed: '
             f'{str(e).splitlines()[0]}). Checkpoints are never allowed to run '
             f'code; if this file comes from a trusted source, re-save its '
             f'state dict with plain types.') from None
     except Exception as e:  # the unpickler fails in many ways on garbage
         raise CheckpointError(
-            f'cannot read checkpoint {filename!r}: the file is corrupt, '
+            f'cannot read checkpoint {name!r}: the file is corrupt, '
             f'truncated or not a PyTorch checkpoint ({type(e).__name__}: '
             f'{str(e).splitlines()[0] if str(e) else ""})') from None
 

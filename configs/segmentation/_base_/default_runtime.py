@@ -2,7 +2,9 @@
 # segmentation visualizer. (custom_imports for fcvit_mm comes with the model
 # _base_: mmengine allows a key in only one of a config's bases.)
 # fcvit_runtime: the hooks that keep a run honest, whichever train.py runs it
+# (scopes.py first: `mmseg::` resolves on the onedl-* stack too)
 _base_ = [
+    '../../_base_/scopes.py',
     'mmseg::_base_/default_runtime.py',
     '../../_base_/fcvit_runtime.py',
 ]

@@ -7,7 +7,8 @@
 # crops). One-process runs (one GPU or CPU) get plain BN layers: mmengine's
 # runner reverts SyncBN when it is not distributed, and our tools do the
 # same for CPU-distributed (gloo) runs, where SyncBN cannot work.
-_base_ = 'mmseg::_base_/models/fpn_r50.py'
+# scopes.py first: `mmseg::` resolves on the onedl-* stack too
+_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/models/fpn_r50.py']
 custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
 head_norm_cfg = dict(type='SyncBN', requires_grad=True)

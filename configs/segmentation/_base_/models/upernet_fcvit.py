@@ -6,7 +6,8 @@
 # the statistics are those of the whole batch. One-process runs get plain BN
 # (mmengine's runner reverts SyncBN when it is not distributed; our tools do
 # the same for CPU-distributed gloo runs).
-_base_ = 'mmseg::_base_/models/upernet_r50.py'
+# scopes.py first: `mmseg::` resolves on the onedl-* stack too
+_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/models/upernet_r50.py']
 custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 
 head_norm_cfg = dict(type='SyncBN', requires_grad=True)

@@ -2,7 +2,8 @@
 # weight decay 1e-4 (on all parameters, as the reference), poly decay with
 # power 0.9 to 0, for a total batch of 32 (8 GPUs x 4 images).
 # `--auto-scale-lr` rescales the lr linearly for another total batch.
-_base_ = 'mmseg::_base_/schedules/schedule_40k.py'
+# scopes.py first: `mmseg::` resolves on the onedl-* stack too
+_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/schedules/schedule_40k.py']
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

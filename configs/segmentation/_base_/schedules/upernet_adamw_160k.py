@@ -10,7 +10,8 @@
 # as in Swin's recipe (ConvNeXt's layer decay is tied to mmseg's
 # ConvNeXt-only constructor). The backbone comes from ImageNet weights; the
 # heads are trained from scratch at the same rate.
-_base_ = 'mmseg::_base_/schedules/schedule_160k.py'
+# scopes.py first: `mmseg::` resolves on the onedl-* stack too
+_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/schedules/schedule_160k.py']
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
