@@ -44,6 +44,7 @@ def test_mmseg_scope_found_by_its_module(monkeypatch, tmp_path):
     assert Config.fromfile(str(user)).model.decode_head.type == 'FPNHead'
 
 
+@pytest.mark.slow
 def test_our_mmseg_configs_load_before_fcvit_mm_is_imported():
     """mmseg's own tools parse our configs before any ``custom_imports``:
     with mmseg installed under another distribution name, and fcvit_mm not
