@@ -90,3 +90,11 @@ def generated_shapes(tmp_path_factory, name, fmt, **kwargs):
     from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp(name))
     return make_shapes_dataset(root, fmt=fmt, **kwargs)['root']
+
+
+def selected(request):
+    """The names (``test_x[param]`` if parametrized) of the tests of
+    ``request``'s module that this session runs, for a module-scoped
+    fixture that starts, at once, the background runs of those only."""
+    return {item.name for item in request.session.items
+            if item.module is request.module}
