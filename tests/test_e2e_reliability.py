@@ -169,13 +169,15 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, opts, hooks_dir, ['--no-validate'])
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
-    res = full_run()
-    assert res.returncode == 0, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'epoch_2.pth'))
     assert not osp.exists(osp.join(work, 'epoch_3.pth'))
 
-    res = train(full_cfg, work, opts, hooks_dir, ['--no-validate',
-                                                  '--resume'])
+    # resumed while the uninterrupted run is still going
+    resumed_run = start_train(full_cfg, work, opts, hooks_dir,
+                              ['--no-validate', '--resume'])
+    res = full_run()
+    assert res.returncode == 0, res.stdout[-4000:]
+    res = resumed_run()
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 2' in res.stdout
     full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
@@ -456,11 +458,14 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
                            ['--no-validate'])
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, [], hooks_dir, ['--no-validate'])
-    full_res = full_run()
-    assert full_res.returncode == 0, full_res.stdout[-4000:]
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'iter_4.pth'))
-    res = train(full_cfg, work, [], hooks_dir, ['--no-validate', '--resume'])
+    # resumed while the uninterrupted run is still going
+    resumed_run = start_train(full_cfg, work, [], hooks_dir,
+                              ['--no-validate', '--resume'])
+    full_res = full_run()
+    assert full_res.returncode == 0, full_res.stdout[-4000:]
+    res = resumed_run()
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 0, iter: 4' in res.stdout
     full = state_dict(str(tmp_path / 'full' / 'iter_6.pth'))
