@@ -1,7 +1,10 @@
 """Helpers shared by the tests (importable: pytest puts tests/ on sys.path)."""
+import collections
 import importlib.util
 import os.path as osp
 import socket
+import subprocess
+import threading
 
 import pytest
 import torch
@@ -90,3 +93,65 @@ def generated_shapes(tmp_path_factory, name, fmt, **kwargs):
     from fcvit_mm.datasets import make_shapes_dataset
     root = str(tmp_path_factory.mktemp(name))
     return make_shapes_dataset(root, fmt=fmt, **kwargs)['root']
+
+
+def selected(request):
+    """The names (``test_x[param]`` if parametrized) of the tests of
+    ``request``'s module that this session runs, for a module-scoped
+    fixture that starts, at once, the background runs of those only."""
+    return {item.name for item in request.session.items
+            if item.module is request.module}
+
+
+class BackgroundRuns:
+    """Commands run in background threads, each in its process, in the
+    order they were added, with at most ``slots`` cores' worth at a time
+    (a command of ``weight`` 2 is a two-rank job): on two cores, one
+    process's start-up and waits leave the other core to the next. A test
+    takes its command's result with :meth:`result`."""
+
+    def __init__(self, slots=3):
+        self._cond = threading.Condition()
+        self._free = slots
+        self._queue = collections.deque()
+        self._threads, self._results = {}, {}
+
+    def add(self, key, command, weight=1, timeout=600):
+        """``command()``: (command line, working folder, environment), made
+        when the command starts (a free port then is still free)."""
+        self._queue.append(key)
+
+        def work():
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue[0] == key and
+                                    self._free >= weight)
+                self._queue.popleft()
+                self._free -= weight
+                self._cond.notify_all()
+            try:
+                cmd, cwd, env = command()
+                self._results[key] = subprocess.run(
+                    cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE, text=True, timeout=timeout)
+            except BaseException as e:  # given to the test
+                self._results[key] = e
+            finally:
+                with self._cond:
+                    self._free += weight
+                    self._cond.notify_all()
+
+        self._threads[key] = threading.Thread(target=work, daemon=True)
+        self._threads[key].start()
+
+    def result(self, key):
+        """The CompletedProcess of ``key`` (text stdout and stderr), once
+        it has ended; its exception if it could not run."""
+        self._threads[key].join()
+        res = self._results[key]
+        if isinstance(res, BaseException):
+            raise res
+        return res
+
+    def wait_all(self):
+        for thread in self._threads.values():
+            thread.join()

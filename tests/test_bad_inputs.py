@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import pytest
@@ -281,26 +282,30 @@ def test_label_values_beyond_num_classes_named(ade, tmp_path):
         labels = cv2.imread(seg, cv2.IMREAD_UNCHANGED)
         labels[:4, :4] = 9
         cv2.imwrite(seg, labels)
-    res = run_tool('train.py', SEG_DEMO, '--work-dir', str(tmp_path / 'w'),
-                   '--cfg-options', *seg_options(data))
-    assert res.returncode != 0
-    err = last_error(res.stdout)
-    assert 'training/000001.png' in err and 'holds values [9]' in err and \
-        'model.decode_head.num_classes=4' in err and \
-        '(train_dataloader)' in err, res.stdout[-3000:]
-
     from mmengine.runner import save_checkpoint
     from mmseg.apis import init_model
     cfg = Config.fromfile(SEG_DEMO)
     model = init_model(cfg, device='cpu')
     ckpt = str(tmp_path / 'model.pth')
     save_checkpoint(dict(state_dict=model.state_dict(), meta={}), ckpt)
-    res = run_tool('test.py', SEG_DEMO, ckpt, '--work-dir',
-                   str(tmp_path / 't'), '--cfg-options', *seg_options(data))
+    # training and evaluation side by side (two processes)
+    with ThreadPoolExecutor(1) as pool:
+        training = pool.submit(
+            run_tool, 'train.py', SEG_DEMO, '--work-dir',
+            str(tmp_path / 'w'), '--cfg-options', *seg_options(data))
+        res = run_tool('test.py', SEG_DEMO, ckpt, '--work-dir',
+                       str(tmp_path / 't'), '--cfg-options',
+                       *seg_options(data))
+        train_res = training.result()
     assert res.returncode != 0
     err = last_error(res.stdout)
     assert 'validation/000001.png' in err and 'holds values [9]' in err and \
         '(test_dataloader)' in err, res.stdout[-3000:]
+    assert train_res.returncode != 0
+    err = last_error(train_res.stdout)
+    assert 'training/000001.png' in err and 'holds values [9]' in err and \
+        'model.decode_head.num_classes=4' in err and \
+        '(train_dataloader)' in err, train_res.stdout[-3000:]
 
 
 # --------------------------------------------------------------------------

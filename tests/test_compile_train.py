@@ -13,6 +13,8 @@ with a counting backend (capture only). Inductor (mmengine's default
 backend) adds only its C++ code generation, which took 278 s of this file's
 505 s on 2 cores; ``FCVIT_TEST_COMPILE_BACKEND=inductor`` runs the
 classification case through it (as for tests/test_compile_backbone.py).
+The three runs start together (one thread each: two cores run two of them
+side by side) and each test waits for its own.
 """
 import json
 import os
@@ -23,7 +25,7 @@ import sys
 import pytest
 
 from conftest import ROOT
-from helpers import generated_shapes
+from helpers import generated_shapes, selected
 
 #: each test trains, compiles or runs a tool (make test-fast leaves them out)
 pytestmark = pytest.mark.slow
@@ -116,9 +118,9 @@ def _library_train_py(task):
     return tool
 
 
-def _train(task, tmp_path_factory, extra_cfg='', extra_env=None,
-           backend=None):
-    """The library's own train.py on the small config; its output."""
+def _start(task, tmp_path_factory, extra_env=None, backend=None):
+    """The library's own train.py on the small config, started in the
+    background (output to a file); call the result for its output."""
     tool = _library_train_py(task)
     root = generated_shapes(tmp_path_factory, f'compile_{task}',
                             FORMATS[task], num_train=4, num_val=2,
@@ -129,40 +131,85 @@ def _train(task, tmp_path_factory, extra_cfg='', extra_env=None,
                                 root=root.rstrip('/') + '/',
                                 backend=backend or BACKENDS[task],
                                 iters=MAX_ITERS[task]) +
-                   SMALL_TASK[task] + extra_cfg)
+                   SMALL_TASK[task])
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([ROOT, osp.join(ROOT, 'tests')]),
                **(extra_env or {}))
-    res = subprocess.run(
+    # a file, not a pipe: nobody reads a pipe while another run is waited for
+    out = open(work / 'output.txt', 'w+')
+    proc = subprocess.Popen(
         [sys.executable, tool, str(cfg), '--work-dir', str(work / 'w')],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True, timeout=900)
-    out = res.stdout
-    assert res.returncode == 0, out[-4000:]
-    assert 'Model has been "compiled"' in out, out[-4000:]
-    last = f'Iter(train) [{MAX_ITERS[task]}/{MAX_ITERS[task]}]'
-    lines = [ln for ln in out.splitlines() if last in ln]
-    assert lines, out[-4000:]
-    assert ' loss: ' in lines[0] and 'nan' not in lines[0].lower()
-    return out
+        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+
+    def finish():
+        try:
+            proc.wait(900)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            out.seek(0)
+            output = out.read()
+            out.close()
+        assert proc.returncode == 0, output[-4000:]
+        assert 'Model has been "compiled"' in output, output[-4000:]
+        last = f'Iter(train) [{MAX_ITERS[task]}/{MAX_ITERS[task]}]'
+        lines = [ln for ln in output.splitlines() if last in ln]
+        assert lines, output[-4000:]
+        assert ' loss: ' in lines[0] and 'nan' not in lines[0].lower()
+        return output
+
+    finish.proc = proc
+    return finish
+
+
+@pytest.fixture(scope='module')
+def runs(request, tmp_path_factory):
+    """The train.py runs of this module's selected tests, all started by
+    the first of them: each is one process on one thread (compiling is
+    single-threaded), so on two cores two go side by side; each test waits
+    for its own. ``runs[task]()``: its output (a skip where the library
+    ships no tools/train.py). The detection run counts its compiles into
+    ``runs['detection_log']``."""
+    tests = selected(request)
+    tasks = {task for task in LIBS
+             if f'test_compile_through_library_train_py[{task}]' in tests}
+    if 'test_detection_compiles_backbone_once_across_sizes' in tests:
+        tasks.add('detection')
+    started = {}
+    for task in ('detection', 'segmentation', 'classification'):
+        if task not in tasks:
+            continue
+        kwargs = {}
+        if task == 'detection':
+            log = tmp_path_factory.mktemp('compile_count') / 'compiles.jsonl'
+            started['detection_log'] = log
+            kwargs = dict(extra_env=dict(FCVIT_COMPILE_LOG=str(log)),
+                          backend='fcvit_count_eager')
+        try:
+            started[task] = _start(task, tmp_path_factory, **kwargs)
+        except pytest.skip.Exception as e:
+            started[task] = lambda msg=str(e): pytest.skip(msg)
+    yield started
+    for run in started.values():  # a run no test waited for (-x, ^C)
+        proc = getattr(run, 'proc', None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.mark.parametrize('task', ['segmentation', 'classification'])
-def test_compile_through_library_train_py(task, tmp_path_factory):
-    _train(task, tmp_path_factory)
+def test_compile_through_library_train_py(task, runs):
+    runs[task]()
 
 
-def test_detection_compiles_backbone_once_across_sizes(tmp_path_factory,
-                                                       tmp_path):
+def test_detection_compiles_backbone_once_across_sizes(runs):
     """mmdet's train.py, ``compile=dict(backend=...)``: images resized to
     several sizes, batches padded to one fixed size by the data
     preprocessor (``BatchFixedSizePad``, the bound docs/performance.md
     describes): the graphs holding backbone code are compiled in the first
     iteration only."""
-    log = tmp_path / 'compiles.jsonl'
-    _train('detection', tmp_path_factory,
-           extra_env=dict(FCVIT_COMPILE_LOG=str(log)),
-           backend='fcvit_count_eager')
+    runs['detection']()
+    log = runs['detection_log']
     records = [json.loads(ln) for ln in log.read_text().splitlines()]
     sizes = {tuple(map(tuple, r['sizes'])) for r in records
              if r['kind'] == 'batch'}

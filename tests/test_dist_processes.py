@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers import free_port, generated_shapes
+from helpers import free_port, generated_shapes, selected
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available() or not sys.platform.startswith('linux'),
@@ -112,8 +112,9 @@ def user_config(folder, max_iters, hooks):
     return path
 
 
-def run_processes(mark):
-    """(pid, command line) of the live processes carrying ``mark``."""
+def run_processes(mark, states=None):
+    """(pid, command line) of the live processes carrying ``mark`` (those
+    in one of ``states`` only, e.g. ``'T'``: stopped, if given)."""
     found = []
     for pid in os.listdir('/proc'):
         if not pid.isdigit():
@@ -127,15 +128,17 @@ def run_processes(mark):
                 cmd = f.read().replace(b'\0', b' ').decode()[:200]
         except OSError:
             continue
-        if f'{MARK}={mark}'.encode() in env and state != 'Z':
+        if f'{MARK}={mark}'.encode() in env and state != 'Z' and \
+                (states is None or state in states):
             found.append((int(pid), cmd))
     return found
 
 
-def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),
-               timeout=400):
-    """Run dist_train.sh; return (exit code, output, seconds, processes
-    left)."""
+def start_dist_train(root, hooks_dir, work_dir, max_iters, hooks=(),
+                     extra=()):
+    """dist_train.sh started in the background: returns the run's mark
+    (see :func:`run_processes`), its process and ``finish(timeout)``, which
+    waits and returns (exit code, output, seconds, processes left)."""
     mark = uuid.uuid4().hex
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
@@ -147,21 +150,69 @@ def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),
            '--cfg-options', *options(root), *extra]
     start = time.time()
     # output to a file: a process left behind would hold a pipe open
-    with open(osp.join(work_dir, 'output.txt'), 'w+') as out:
-        code = subprocess.call(cmd, cwd=ROOT, env=env, stdout=out,
-                               stderr=subprocess.STDOUT, timeout=timeout)
-        took = time.time() - start
-        out.seek(0)
-        output = out.read()
-    left = run_processes(mark)
-    for _ in range(10):  # a killed process may take a moment to go
-        if not left:
-            break
-        time.sleep(0.5)
+    out = open(osp.join(work_dir, 'output.txt'), 'w+')
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
+                            stderr=subprocess.STDOUT)
+
+    def finish(timeout=400):
+        try:
+            code = proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            took = time.time() - start
+            out.seek(0)
+            output = out.read()
+            out.close()
         left = run_processes(mark)
-    for pid, _ in left:  # do not leave them to the next test
-        os.kill(pid, signal.SIGKILL)
-    return code, output, took, left
+        for _ in range(10):  # a killed process may take a moment to go
+            if not left:
+                break
+            time.sleep(0.5)
+            left = run_processes(mark)
+        for pid, _ in left:  # do not leave them to the next test
+            os.kill(pid, signal.SIGKILL)
+        return code, output, took, left
+
+    return mark, proc, finish
+
+
+def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),
+               timeout=400):
+    """Run dist_train.sh; return (exit code, output, seconds, processes
+    left)."""
+    return start_dist_train(root, hooks_dir, work_dir, max_iters, hooks,
+                            extra)[2](timeout)
+
+
+STALLED = 'test_stalled_rank_ends_within_config_timeout'
+
+
+@pytest.fixture(scope='module', autouse=True)
+def stalled_job(request, tmp_path_factory):
+    """The job of :func:`test_stalled_rank_ends_within_config_timeout`
+    (last in this module), started before this module's first test: once
+    its rank 1 has stopped, the job only waits (the collective timeout,
+    then torchrun's 30 s grace before it SIGKILLs the stopped rank), and
+    the other tests run in that wait. Nothing else runs while it starts
+    (the timeout covers its start-up collectives). ``finish`` of
+    :func:`start_dist_train`, or None if that test is not selected."""
+    if STALLED not in selected(request):
+        yield None
+        return
+    hook = dict(type='RankOneMisbehaves', at=2, sig='SIGSTOP')
+    mark, proc, finish = start_dist_train(
+        request.getfixturevalue('coco'), request.getfixturevalue('hooks_dir'),
+        str(tmp_path_factory.mktemp('stalled') / 'w'), 6, [hook],
+        ['env_cfg.dist_cfg.timeout=20'])
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline and \
+            not run_processes(mark, states=('T', )):
+        time.sleep(0.5)
+    yield finish
+    if proc.poll() is None:  # its test did not wait for it
+        finish(400)
 
 
 def test_finished_run_mid_epoch_leaves_no_process(coco, hooks_dir, tmp_path):
@@ -180,24 +231,6 @@ def test_killed_rank_leaves_no_process(coco, hooks_dir, tmp_path):
     assert code != 0, out[-4000:]
     assert 'Signal 9 (SIGKILL) received' in out
     assert left == [], left
-
-
-def test_stalled_rank_ends_within_config_timeout(coco, hooks_dir, tmp_path):
-    """Rank 1 stops (SIGSTOP) after iteration 2: with
-    env_cfg.dist_cfg.timeout=20 the job ends, naming the rank that stopped
-    answering, long before torch's default 30 minutes (torchrun adds its
-    30 s grace before it SIGKILLs the stopped rank). 20 s, not less: the
-    timeout covers every collective, start-up included, on busy cores."""
-    hook = dict(type='RankOneMisbehaves', at=2, sig='SIGSTOP')
-    code, out, took, left = dist_train(
-        coco, hooks_dir, str(tmp_path / 'w'), 6, [hook],
-        ['env_cfg.dist_cfg.timeout=20'])
-    assert code != 0, out[-4000:]
-    assert left == [], left
-    assert 'rank 0: a collective got no answer within ' \
-        'env_cfg.dist_cfg.timeout=20 s; stopped answering: rank 1' in out, \
-        out[-4000:]
-    assert took < 180, took
 
 
 WORKER_SCRIPT = '''
@@ -234,21 +267,66 @@ def alive(pid):
         return False
 
 
-@pytest.mark.parametrize('mode', ['none', 'hook'])
-def test_dataloader_worker_outliving_its_process(tmp_path, mode):
-    """Without a remedy, the worker of a killed process stays (it cannot
-    flush its queue); with DataLoaderWorkersHook built, it is gone."""
-    script = tmp_path / 'loader.py'
+#: the worker's check on its parent: once a second past it, a worker of a
+#: killed process that is still there stays
+WORKER_GRACE = 7
+
+
+@pytest.fixture(scope='module')
+def killed_loaders(tmp_path_factory):
+    """WORKER_SCRIPT for each mode, both started at once (they mostly
+    wait): ``mode: (exit code, worker pid, when the process was seen
+    dead)``. A worker left at the end is killed."""
+    folder = tmp_path_factory.mktemp('loaders')
+    script = folder / 'loader.py'
     script.write_text(WORKER_SCRIPT)
-    out = tmp_path / 'out.txt'
-    with open(out, 'w') as f:  # not a pipe: the worker would hold it open
-        code = subprocess.call([sys.executable, str(script), mode],
-                               cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                               stdout=f, timeout=120)
+    started = {}
+    for mode in ('none', 'hook'):
+        out = folder / f'{mode}.txt'
+        f = open(out, 'w')  # not a pipe: the worker would hold it open
+        started[mode] = f, out, subprocess.Popen(
+            [sys.executable, str(script), mode], cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=ROOT), stdout=f)
+    ended = {}
+    for mode, (f, out, proc) in started.items():
+        try:
+            code = proc.wait(120)
+        finally:
+            f.close()
+        ended[mode] = code, int(out.read_text().split()[-1]), time.time()
+    yield ended
+    for _, worker, _ in ended.values():  # one whose test did not run
+        if alive(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+@pytest.mark.parametrize('mode', ['none', 'hook'])
+def test_dataloader_worker_outliving_its_process(killed_loaders, mode):
+    """Without a remedy, the worker of a killed process stays (it cannot
+    flush its queue); with DataLoaderWorkersHook built, it is gone. Both
+    processes run side by side (module fixture)."""
+    code, worker, dead_at = killed_loaders[mode]
     assert code == -signal.SIGKILL
-    worker = int(out.read_text().split()[-1])
-    time.sleep(7)  # past the worker's 5 s check on its parent
+    # past the worker's 5 s check on its parent
+    time.sleep(max(0.0, dead_at + WORKER_GRACE - time.time()))
     stays = alive(worker)
     if stays:
         os.kill(worker, signal.SIGKILL)
     assert stays == (mode == 'none')
+
+
+def test_stalled_rank_ends_within_config_timeout(stalled_job):
+    """Rank 1 stops (SIGSTOP) after iteration 2: with
+    env_cfg.dist_cfg.timeout=20 the job ends, naming the rank that stopped
+    answering, long before torch's default 30 minutes (torchrun adds its
+    30 s grace before it SIGKILLs the stopped rank). 20 s, not less: the
+    timeout covers every collective, start-up included, on busy cores.
+    The job was started before this module's other tests, which ran while
+    it waited (the ``stalled_job`` fixture)."""
+    code, out, took, left = stalled_job(400)
+    assert code != 0, out[-4000:]
+    assert left == [], left
+    assert 'rank 0: a collective got no answer within ' \
+        'env_cfg.dist_cfg.timeout=20 s; stopped answering: rank 1' in out, \
+        out[-4000:]
+    assert took < 180, took

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from helpers import selected
 from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
@@ -145,6 +146,7 @@ def start_train(config, work_dir, options, hooks_dir, extra=(),
             out.close()
         return subprocess.CompletedProcess(cmd, proc.returncode, output)
 
+    finish.proc = proc
     return finish
 
 
@@ -167,13 +169,15 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, opts, hooks_dir, ['--no-validate'])
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
-    res = full_run()
-    assert res.returncode == 0, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'epoch_2.pth'))
     assert not osp.exists(osp.join(work, 'epoch_3.pth'))
 
-    res = train(full_cfg, work, opts, hooks_dir, ['--no-validate',
-                                                  '--resume'])
+    # resumed while the uninterrupted run is still going
+    resumed_run = start_train(full_cfg, work, opts, hooks_dir,
+                              ['--no-validate', '--resume'])
+    res = full_run()
+    assert res.returncode == 0, res.stdout[-4000:]
+    res = resumed_run()
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 2' in res.stdout
     full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
@@ -239,34 +243,87 @@ def test_resume_with_corrupt_latest_checkpoint_falls_back(
     last = osp.join(work, 'epoch_2.pth')
     with open(last, 'r+b') as f:
         f.truncate(os.path.getsize(last) // 2)
-    # --resume PATH naming the corrupt file is a clear error
-    res = train(cfg, work, opts, hooks_dir, ['--resume', last])
-    assert res.returncode != 0
-    assert 'epoch_2.pth' in res.stdout and 'corrupt' in res.stdout
+    # the two resumes side by side, the first on a copy of the work dir
+    # (the second writes epoch_2.pth again)
+    named = str(tmp_path / 'named')
+    shutil.copytree(work, named)
+    named_run = start_train(cfg, named, opts, hooks_dir,
+                            ['--resume', osp.join(named, 'epoch_2.pth')])
     # plain --resume falls back to the newest checkpoint that loads
     res = train(cfg, work, opts, hooks_dir, ['--no-validate', '--resume'])
+    # --resume PATH naming the corrupt file is a clear error
+    named_res = named_run()
+    assert named_res.returncode != 0
+    assert 'epoch_2.pth' in named_res.stdout and \
+        'corrupt' in named_res.stdout
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'cannot resume from' in res.stdout and 'epoch_2.pth' in res.stdout
     assert 'resumed epoch: 1' in res.stdout
     assert state_dict(last)  # epoch 2 trained again and saved whole
 
 
-def test_resume_refuses_checkpoint_with_code(coco, hooks_dir, tmp_path):
-    marker = tmp_path / 'ran'
-    evil = tmp_path / 'evil.pth'
-    subprocess.run([sys.executable, '-c', textwrap.dedent(f'''
-        import os, torch
-        class P:
-            def __reduce__(self):
-                return (os.system, ('touch {marker}',))
-        torch.save({{'state_dict': {{}}, 'meta': {{}}, 'x': P()}}, {str(evil)!r})
-    ''')], check=True)
-    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
-    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco) + TINY,
-                hooks_dir, ['--resume', str(evil)])
+class _RunsCode:
+    """Pickled, it names a call (``os.system(command)``) that unpickling
+    would run: a checkpoint with code in it. Pickling runs nothing."""
+
+    def __init__(self, command):
+        self.command = command
+
+    def __reduce__(self):
+        return (os.system, (self.command, ))
+
+
+@pytest.fixture(scope='module')
+def failing_runs(request, coco, hooks_dir, tmp_path_factory):
+    """The runs that must stop at once with a message naming the problem,
+    started together by the first test that needs one (each is one process
+    on one thread: the two cores run two side by side); each test waits for
+    its own. ``name: (folder, finish)`` for the selected tests."""
+    tests = selected(request)
+    runs = {}
+
+    def start(name, opts, extra, data=None):
+        folder = tmp_path_factory.mktemp(name)
+        cfg = user_config(str(folder), MASKRCNN_B12, [])
+        runs[name] = folder, start_train(
+            cfg, str(folder / 'w'), maskrcnn_options(data or coco) + opts,
+            hooks_dir, extra)
+        return folder
+
+    if 'test_resume_refuses_checkpoint_with_code' in tests:
+        folder = tmp_path_factory.mktemp('evil')
+        torch.save({'state_dict': {}, 'meta': {},
+                    'x': _RunsCode(f'touch {folder / "ran"}')},
+                   str(folder / 'evil.pth'))
+        start('code', TINY, ['--resume', str(folder / 'evil.pth')])
+        runs['code'] = folder, runs['code'][1]
+    if 'test_malformed_annotation_file_is_named' in tests:
+        for name in ('bad_json', 'no_ann'):
+            root = str(tmp_path_factory.mktemp(name + '_data') / 'coco')
+            shutil.copytree(coco, root)
+            ann = osp.join(root, 'annotations', 'instances_train2017.json')
+            if name == 'bad_json':
+                with open(ann, 'w') as f:
+                    f.write('{"images": [{"id": 1,')
+            else:
+                os.remove(ann)
+            start(name, TINY, ['--no-validate'], data=root)
+    if 'test_nan_loss_stops_training_naming_the_iteration' in tests:
+        start('nan', TINY + ['optim_wrapper.optimizer.lr=1e30'],
+              ['--no-validate'])
+    yield runs
+    for _, finish in runs.values():  # a run no test waited for
+        if finish.proc.poll() is None:
+            finish.proc.kill()
+            finish.proc.wait()
+
+
+def test_resume_refuses_checkpoint_with_code(failing_runs):
+    folder, finish = failing_runs['code']
+    res = finish()
     assert res.returncode != 0
     assert 'refusing to load' in res.stdout and 'evil.pth' in res.stdout
-    assert not marker.exists()
+    assert not (folder / 'ran').exists()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(),
@@ -346,29 +403,19 @@ def test_missing_and_unreadable_images_name_the_file(coco_copy):
         ds[1]
 
 
-def test_malformed_annotation_file_is_named(coco_copy, hooks_dir, tmp_path):
-    ann = osp.join(coco_copy, 'annotations', 'instances_train2017.json')
-    with open(ann, 'w') as f:
-        f.write('{"images": [{"id": 1,')
-    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
-    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco_copy) + TINY,
-                hooks_dir, ['--no-validate'])
+def test_malformed_annotation_file_is_named(failing_runs):
+    res = failing_runs['bad_json'][1]()
     assert res.returncode != 0
     assert 'instances_train2017.json' in res.stdout
     assert 'not valid JSON' in res.stdout
-    os.remove(ann)
-    res = train(cfg, str(tmp_path / 'w'), maskrcnn_options(coco_copy) + TINY,
-                hooks_dir, ['--no-validate'])
+    res = failing_runs['no_ann'][1]()
     assert res.returncode != 0
     assert 'annotation file not found' in res.stdout
     assert 'instances_train2017.json' in res.stdout
 
 
-def test_nan_loss_stops_training_naming_the_iteration(coco, hooks_dir,
-                                                      tmp_path):
-    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
-    opts = maskrcnn_options(coco) + TINY + ['optim_wrapper.optimizer.lr=1e30']
-    res = train(cfg, str(tmp_path / 'w'), opts, hooks_dir, ['--no-validate'])
+def test_nan_loss_stops_training_naming_the_iteration(failing_runs):
+    res = failing_runs['nan'][1]()
     assert res.returncode != 0
     assert 'FloatingPointError' in res.stdout
     assert 'loss became nan at iteration' in res.stdout or \
@@ -411,11 +458,14 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
                            ['--no-validate'])
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, [], hooks_dir, ['--no-validate'])
-    full_res = full_run()
-    assert full_res.returncode == 0, full_res.stdout[-4000:]
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'iter_4.pth'))
-    res = train(full_cfg, work, [], hooks_dir, ['--no-validate', '--resume'])
+    # resumed while the uninterrupted run is still going
+    resumed_run = start_train(full_cfg, work, [], hooks_dir,
+                              ['--no-validate', '--resume'])
+    full_res = full_run()
+    assert full_res.returncode == 0, full_res.stdout[-4000:]
+    res = resumed_run()
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 0, iter: 4' in res.stdout
     full = state_dict(str(tmp_path / 'full' / 'iter_6.pth'))

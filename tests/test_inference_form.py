@@ -67,14 +67,14 @@ VARIANT_BLOCKS = sorted({(tuple(a['embed_dims']), tuple(a['mlp_ratios']))
 @pytest.mark.parametrize('dims,ratios', VARIANT_BLOCKS)
 def test_switch_to_deploy_is_exact_for_every_variant(dims, ratios):
     """Every published variant's blocks, the classifier layout (one output
-    norm), batch 3 at an odd size, float64."""
+    norm), batch 2 at an odd size, float64."""
     assert len(VARIANT_BLOCKS) == 2  # tiny's and b12's (= b24's, b48's)
     torch.manual_seed(0)
     arch = dict(layers=[1] * 4, embed_dims=list(dims),
                 mlp_ratios=list(ratios))
     model = _randomised(FCViT(arch, out_indices=(3, ))).double().eval()
     model.fast_path = False
-    x = torch.randn(3, 3, 65, 97, dtype=torch.float64)
+    x = torch.randn(2, 3, 41, 57, dtype=torch.float64)
     with torch.no_grad():
         (ref, ) = model(x)
         model.switch_to_deploy()

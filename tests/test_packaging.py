@@ -21,6 +21,7 @@ import zipfile
 import pytest
 import yaml
 from conftest import ROOT
+from helpers import selected
 
 TASKS = ('classification', 'detection', 'segmentation')
 #: what a wheel build needs from the source tree
@@ -174,19 +175,43 @@ print('built', type(model).__name__, n)
 '''
 
 
+#: the two import orders, each in a fresh interpreter
+IMPORT_ORDERS = {
+    'fcvit_mm-first': 'import fcvit_mm\nassert "mmpretrain" not in '
+                      'sys.modules\nimport mmpretrain',
+    'mmpretrain-first': 'import mmpretrain\nimport fcvit_mm',
+}
+
+
+@pytest.fixture(scope='module')
+def get_model_runs(request):
+    """The interpreters of the selected orders, started together (each
+    mostly imports, on one core): ``order: Popen``, output in pipes."""
+    pytest.importorskip('mmpretrain')
+    tests = selected(request)
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    procs = {
+        order: subprocess.Popen(
+            [sys.executable, '-c', GET_MODEL.format(imports=imports)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True)
+        for order, imports in IMPORT_ORDERS.items()
+        if f'test_get_model_by_name_either_import_order[{order}]' in tests}
+    yield procs
+    for proc in procs.values():  # one no test waited for
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('imports', [
-    'import fcvit_mm\nassert "mmpretrain" not in sys.modules\n'
-    'import mmpretrain',
-    'import mmpretrain\nimport fcvit_mm',
-])
-def test_get_model_by_name_either_import_order(imports):
+@pytest.mark.parametrize('order', list(IMPORT_ORDERS))
+def test_get_model_by_name_either_import_order(order, get_model_runs):
     """``import fcvit_mm`` does not import mmpretrain itself; whichever
     comes first, the FCViT models are known to mmpretrain by name."""
-    pytest.importorskip('mmpretrain')
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    out = run([sys.executable, '-c', GET_MODEL.format(imports=imports)],
-              cwd=ROOT, env=env)
+    proc = get_model_runs[order]
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f'{IMPORT_ORDERS[order]}:\n{out[-5000:]}'
     assert 'built ImageClassifier 14701832' in out
 
 

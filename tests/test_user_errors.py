@@ -4,17 +4,21 @@ checkpoint) is told once, in a few lines: the cause and the fix, exit
 status 1, no traceback and no torchrun report; with one process
 (``tools/train.py`` / ``tools/test.py``) and with two
 (``tools/dist_train.sh`` / ``dist_test.sh``, CPU ranks on gloo).
-``--debug`` or ``FCVIT_MM_DEBUG=1`` bring the traceback back."""
+``--debug`` or ``FCVIT_MM_DEBUG=1`` bring the traceback back.
+
+Every run is independent of the others: they start in the background, a
+few at a time, when the first test needs one (the ``runs`` fixture), and
+each test checks its own."""
+import functools
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from conftest import ROOT
-from helpers import free_port, generated_shapes
+from helpers import BackgroundRuns, free_port, generated_shapes
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available(),
@@ -29,9 +33,9 @@ NOISE = ('Traceback', 'ChildFailedError', 'Root Cause', 'torch.distributed',
          'Sending process', 'Warning', 'warn(')
 
 
-def run_tool(tool, args, cwd, ranks=1, env=None, timeout=300):
+def tool_command(tool, args, cwd, ranks=1, env=None):
     """``tools/<tool>.py`` (one process) or ``tools/dist_<tool>.sh`` (two
-    ranks); returns (exit status, stdout, stderr)."""
+    ranks) run from ``cwd``: (command, cwd, environment)."""
     extra = env or {}
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHON=sys.executable, PORT=str(free_port()))
@@ -45,8 +49,72 @@ def run_tool(tool, args, cwd, ranks=1, env=None, timeout=300):
     else:
         cmd = ['bash', osp.join(TOOLS, 'dist_test.sh'), args[0], args[1],
                '2', *args[2:]]
-    res = subprocess.run(cmd, cwd=str(cwd), env=env, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, timeout=timeout)
+    return cmd, cwd, env
+
+
+def _loader_options(imagenet):
+    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
+    return [f'{k}.dataset.data_root={imagenet}' for k in loaders] + \
+        [f'{k}.{o}' for k in loaders for o in (
+            'num_workers=0', 'persistent_workers=False')] + \
+        ['train_cfg.max_iters=2', 'train_cfg.val_interval=2']
+
+
+#: each test's run: ``name: f(params, folder, fixture) -> (tool, args,
+#: environment)`` (``params``: the test's parameters, ``folder``: its own
+#: folder, ``fixture``: request.getfixturevalue)
+COMMANDS = {
+    'test_missing_data': lambda p, d, fx: (
+        'train', [MASKRCNN_B12, '--work-dir', str(d / 'w')], None),
+    'test_missing_data_with_debug_shows_the_traceback': lambda p, d, fx: (
+        'train', [MASKRCNN_B12, '--work-dir', str(d / 'w'), '--debug'],
+        None),
+    'test_debug_environment_variable_shows_the_traceback': lambda p, d, fx: (
+        'test', [MASKRCNN_B12, str(d / 'missing.pth')],
+        dict(FCVIT_MM_DEBUG='1')),
+    'test_config_key_that_does_not_exist': lambda p, d, fx: (
+        'train', [MASKRCNN_B12, '--work-dir', str(d / 'w'), '--cfg-options',
+                  p['option']], None),
+    'test_missing_checkpoint': lambda p, d, fx: (
+        'test', [MASKRCNN_B12, str(d / 'missing.pth')], None),
+    'test_checkpoint_of_another_model': lambda p, d, fx: (
+        'test', [CLS_DEMO, fx('other_variant'), '--work-dir', str(d / 'w'),
+                 '--cfg-options', 'test_dataloader.dataset.data_root='
+                 f'{fx("imagenet")}', 'test_dataloader.num_workers=0',
+                 'test_dataloader.persistent_workers=False'], None),
+    'test_entry_points_print_no_deprecation_notice': lambda p, d, fx: (
+        'train', [CLS_DEMO, '--work-dir', str(d / 'w'), '--cfg-options',
+                  *_loader_options(fx('imagenet'))], None),
+}
+
+
+@pytest.fixture(scope='module')
+def runs(request, tmp_path_factory):
+    """The runs of this module's selected tests (see COMMANDS), each in
+    and from its own folder, started in the background by the first test, in test
+    order, a few at a time (helpers.BackgroundRuns): the one-process runs
+    leave a core free and every run mostly starts up."""
+    background = BackgroundRuns()
+    for item in request.session.items:
+        if item.module is not request.module:
+            continue
+        params = getattr(item, 'callspec', None)
+        params = params.params if params else {}
+        folder = tmp_path_factory.mktemp('run')
+        tool, args, env = COMMANDS[item.originalname](
+            params, folder, request.getfixturevalue)
+        ranks = params.get('ranks', 1)
+        # run in its folder (no data/ there: the configs' relative paths)
+        background.add(item.nodeid, functools.partial(
+            tool_command, tool, args, str(folder), ranks, env),
+            weight=ranks, timeout=300)
+    yield background
+    background.wait_all()  # none left running after the module
+
+
+def run_tool(runs, request):
+    """The test's run (COMMANDS): (exit status, stdout, stderr)."""
+    res = runs.result(request.node.nodeid)
     return res.returncode, res.stdout, res.stderr
 
 
@@ -71,12 +139,10 @@ def assert_short(code, out, err, *expected, max_lines=6):
 # before the runner: nothing but the message
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize('ranks', [1, 2])
-def test_missing_data(tmp_path, ranks):
+def test_missing_data(runs, request, ranks):
     """The newcomer's first run: the detection config without COCO (91
     lines before, from two ranks)."""
-    code, out, err = run_tool(
-        'train', [MASKRCNN_B12, '--work-dir', str(tmp_path / 'w')],
-        tmp_path, ranks)
+    code, out, err = run_tool(runs, request)
     assert_short(
         code, out, err,
         "annotation file not found: 'data/coco/annotations/"
@@ -93,10 +159,8 @@ def test_missing_data(tmp_path, ranks):
 
 
 @pytest.mark.parametrize('ranks', [1, 2])
-def test_missing_data_with_debug_shows_the_traceback(tmp_path, ranks):
-    code, out, err = run_tool(
-        'train', [MASKRCNN_B12, '--work-dir', str(tmp_path / 'w'),
-                  '--debug'], tmp_path, ranks)
+def test_missing_data_with_debug_shows_the_traceback(runs, request, ranks):
+    code, out, err = run_tool(runs, request)
     assert code != 0
     assert 'Traceback' in err and 'DatasetError: annotation file not ' \
         'found' in err, err[-3000:]
@@ -104,10 +168,8 @@ def test_missing_data_with_debug_shows_the_traceback(tmp_path, ranks):
         assert 'ChildFailedError' in err, err[-3000:]
 
 
-def test_debug_environment_variable_shows_the_traceback(tmp_path):
-    code, out, err = run_tool(
-        'test', [MASKRCNN_B12, str(tmp_path / 'missing.pth')], tmp_path,
-        env=dict(FCVIT_MM_DEBUG='1'))
+def test_debug_environment_variable_shows_the_traceback(runs, request):
+    code, out, err = run_tool(runs, request)
     assert code != 0
     assert 'Traceback' in err and 'FileNotFoundError: checkpoint file ' \
         'not found' in err, err[-3000:]
@@ -120,20 +182,17 @@ def test_debug_environment_variable_shows_the_traceback(tmp_path):
     ('train_dataloader.datset.data_root=/data/coco/',
      "train_dataloader has no key 'datset'; did you mean 'dataset'?"),
 ])
-def test_config_key_that_does_not_exist(tmp_path, ranks, option, cause):
-    code, out, err = run_tool(
-        'train', [MASKRCNN_B12, '--work-dir', str(tmp_path / 'w'),
-                  '--cfg-options', option], tmp_path, ranks)
+def test_config_key_that_does_not_exist(runs, request, ranks, option,
+                                        cause):
+    code, out, err = run_tool(runs, request)
     key = option.split('=')[0]
     assert_short(code, out, err, f'--cfg-options {key}: {cause}',
                  'fix: correct the key')
 
 
 @pytest.mark.parametrize('ranks', [1, 2])
-def test_missing_checkpoint(tmp_path, ranks):
-    code, out, err = run_tool(
-        'test', [MASKRCNN_B12, str(tmp_path / 'missing.pth')], tmp_path,
-        ranks)
+def test_missing_checkpoint(runs, request, ranks):
+    code, out, err = run_tool(runs, request)
     assert_short(code, out, err, 'checkpoint file not found: ',
                  'missing.pth', 'fix: give the path of an existing '
                  'checkpoint')
@@ -162,14 +221,9 @@ def other_variant(tmp_path_factory):
 
 
 @pytest.mark.parametrize('ranks', [1, 2])
-def test_checkpoint_of_another_model(tmp_path, imagenet, other_variant,
-                                     ranks):
-    code, out, err = run_tool(
-        'test', [CLS_DEMO, other_variant, '--work-dir', str(tmp_path / 'w'),
-                 '--cfg-options', f'test_dataloader.dataset.data_root='
-                 f'{imagenet}', 'test_dataloader.num_workers=0',
-                 'test_dataloader.persistent_workers=False'],
-        tmp_path, ranks)
+def test_checkpoint_of_another_model(runs, request, ranks):
+    """(the ``imagenet`` and ``other_variant`` fixtures)"""
+    code, out, err = run_tool(runs, request)
     assert_short(code, out, err, 'checkpoint does not fit this FCViT',
                  'another variant?', 'fix: use the checkpoint with the '
                  'config it was trained with', max_lines=10)
@@ -179,19 +233,12 @@ def test_checkpoint_of_another_model(tmp_path, imagenet, other_variant,
 # a run that goes well: no third-party deprecation notice either
 # --------------------------------------------------------------------------
 @pytest.mark.parametrize('ranks', [1, 2])
-def test_entry_points_print_no_deprecation_notice(tmp_path, imagenet,
-                                                  ranks):
+def test_entry_points_print_no_deprecation_notice(runs, request, ranks):
     """pkg_resources (setuptools on mmengine and mmcv), DDP's
     broadcast_buffers, mmengine's FileClient / HardDiskBackend: the
-    libraries' business, not the user's."""
-    loaders = ('train_dataloader', 'val_dataloader', 'test_dataloader')
-    options = [f'{k}.dataset.data_root={imagenet}' for k in loaders] + \
-        [f'{k}.{o}' for k in loaders for o in (
-            'num_workers=0', 'persistent_workers=False')] + \
-        ['train_cfg.max_iters=2', 'train_cfg.val_interval=2']
-    code, out, err = run_tool(
-        'train', [CLS_DEMO, '--work-dir', str(tmp_path / 'w'),
-                  '--cfg-options', *options], tmp_path, ranks)
+    libraries' business, not the user's. (Two iterations of the demo
+    classifier on the ``imagenet`` fixture's images.)"""
+    code, out, err = run_tool(runs, request)
     assert code == 0, (out + err)[-3000:]
     assert 'Iter(val) [1/1]' in out, out[-3000:]  # trained, validated
     both = out + err
