@@ -155,3 +155,28 @@ class BackgroundRuns:
     def wait_all(self):
         for thread in self._threads.values():
             thread.join()
+
+
+def start_process(cmd, output_path, timeout=600, **popen_kwargs):
+    """``cmd`` started in the background, its output (stdout and stderr) to
+    the file ``output_path`` (a pipe would fill while another run is waited
+    for). Returns ``finish(timeout)``: waits (killing the process past the
+    timeout) and gives a CompletedProcess whose ``stdout`` is the output;
+    ``finish.proc`` is the process."""
+    out = open(output_path, 'w+')
+    proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
+                            text=True, **popen_kwargs)
+
+    def finish(timeout=timeout):
+        try:
+            proc.wait(timeout)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            out.seek(0)
+            output = out.read()
+            out.close()
+        return subprocess.CompletedProcess(cmd, proc.returncode, output)
+
+    finish.proc = proc
+    return finish

@@ -19,13 +19,12 @@ side by side) and each test waits for its own.
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
-from helpers import generated_shapes, selected
+from helpers import generated_shapes, selected, start_process
 
 #: each test trains, compiles or runs a tool (make test-fast leaves them out)
 pytestmark = pytest.mark.slow
@@ -135,22 +134,14 @@ def _start(task, tmp_path_factory, extra_env=None, backend=None):
     env = dict(os.environ, OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1',
                PYTHONPATH=os.pathsep.join([ROOT, osp.join(ROOT, 'tests')]),
                **(extra_env or {}))
-    # a file, not a pipe: nobody reads a pipe while another run is waited for
-    out = open(work / 'output.txt', 'w+')
-    proc = subprocess.Popen(
+    run = start_process(
         [sys.executable, tool, str(cfg), '--work-dir', str(work / 'w')],
-        cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, text=True)
+        work / 'output.txt', cwd=ROOT, env=env)
 
     def finish():
-        try:
-            proc.wait(900)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            out.seek(0)
-            output = out.read()
-            out.close()
-        assert proc.returncode == 0, output[-4000:]
+        res = run(900)
+        output = res.stdout
+        assert res.returncode == 0, output[-4000:]
         assert 'Model has been "compiled"' in output, output[-4000:]
         last = f'Iter(train) [{MAX_ITERS[task]}/{MAX_ITERS[task]}]'
         lines = [ln for ln in output.splitlines() if last in ln]
@@ -158,7 +149,7 @@ def _start(task, tmp_path_factory, extra_env=None, backend=None):
         assert ' loss: ' in lines[0] and 'nan' not in lines[0].lower()
         return output
 
-    finish.proc = proc
+    finish.proc = run.proc
     return finish
 
 

@@ -7,7 +7,6 @@ import os
 import os.path as osp
 import shutil
 import signal
-import subprocess
 import sys
 import textwrap
 
@@ -17,7 +16,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers import selected
+from helpers import selected, start_process
 from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
@@ -129,25 +128,9 @@ def start_train(config, work_dir, options, hooks_dir, extra=(),
     cmd += ['--work-dir', work_dir, *extra]
     if options:
         cmd += ['--cfg-options', *options]
-    # the output to a file beside the work dir (a pipe would fill while
-    # another run is waited for)
-    out = open(work_dir.rstrip('/') + '_output.txt', 'w+')
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
-                            stderr=subprocess.STDOUT, text=True)
-
-    def finish(timeout=600):
-        try:
-            proc.wait(timeout)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-            out.seek(0)
-            output = out.read()
-            out.close()
-        return subprocess.CompletedProcess(cmd, proc.returncode, output)
-
-    finish.proc = proc
-    return finish
+    # the output to a file beside the work dir
+    return start_process(cmd, work_dir.rstrip('/') + '_output.txt',
+                         cwd=ROOT, env=env)
 
 
 def test_detection_sigkill_then_resume_equals_uninterrupted(
