@@ -586,6 +586,28 @@ class _Clock:
     def took(self, kind: str, seconds: float):
         self.longest[kind] = max(self.longest.get(kind, 0.0), seconds)
 
+    def run(self, kind: str, cell: dict, writer, work, on_failure=None):
+        """``work()`` for ``cell`` if a cell of ``kind`` fits (else the
+        cell is written as skipped); an exception is printed, the cell
+        written as failed, and ``on_failure()`` called. The time taken, clean-up
+        included, counts for ``kind``."""
+        why = self.fits(kind)
+        if why:
+            writer.write(cell, 'skipped', reason=why)
+            return
+        t0 = time.time()
+        failed = False
+        try:
+            work()
+        except Exception as e:  # noqa: BLE001
+            traceback.print_exc()
+            writer.write(cell, 'failed', reason=_error_text(e),
+                         seconds=time.time() - t0)
+            failed = True
+        if failed and on_failure is not None:  # the traceback let go of
+            on_failure()                       # what the cell had built
+        self.took(kind, time.time() - t0)
+
 
 def _cleanup():
     import gc
@@ -615,30 +637,28 @@ def _section_image(cells, args, writer):
             if args.compile_mode:
                 compile_kwargs['mode'] = args.compile_mode
         target = None
+
+        def time_cell(cell):
+            nonlocal target
+            margs = _measure_args(args, amp=cell['amp'],
+                                  compile=compile_kwargs)
+            if target is None:
+                torch.manual_seed(0)
+                target = measure.ImageTarget(model, margs)
+            _time_cell(target, cell, margs, writer,
+                       with_memory=cell['mode'] == 'train')
+
+        def drop_target():
+            nonlocal target
+            target = None
+            _cleanup()
+
         for cell in group:
             # compiling dominates a compiled cell: any model is a guide
             kind = f'compile/{cell["mode"]}' if compiled else \
                 f'eager/{cell["mode"]}/{cell["amp"]}/{model}'
-            why = clock.fits(kind)
-            if why:
-                writer.write(cell, 'skipped', reason=why)
-                continue
-            t0 = time.time()
-            try:
-                margs = _measure_args(args, amp=cell['amp'],
-                                      compile=compile_kwargs)
-                if target is None:
-                    torch.manual_seed(0)
-                    target = measure.ImageTarget(model, margs)
-                _time_cell(target, cell, margs, writer,
-                           with_memory=cell['mode'] == 'train')
-            except Exception as e:  # noqa: BLE001
-                traceback.print_exc()
-                writer.write(cell, 'failed', reason=_error_text(e),
-                             seconds=time.time() - t0)
-                target = None
-                _cleanup()
-            clock.took(kind, time.time() - t0)
+            clock.run(kind, cell, writer, lambda: time_cell(cell),
+                      on_failure=drop_target)
         del target
         _cleanup()
         if compiled:
@@ -652,33 +672,24 @@ def _section_dense(cells, args, writer):
     install_ops_standin(force=args.ops_standin == 'force')
     torch.backends.cudnn.benchmark = False  # input sizes vary in training
     clock = _Clock(args.deadline)
-    for cell in cells:
-        kind = cell['task']
-        why = clock.fits(kind)
-        if why:
-            writer.write(cell, 'skipped', reason=why)
-            continue
-        t0 = time.time()
-        try:
-            margs = _measure_args(args, amp=cell['amp'], batch=cell['batch'],
-                                  size=cell['size'],
-                                  warmup=args.dense_warmup,
-                                  reps=args.dense_reps,
-                                  cfg_options=args.cfg_options.get(
-                                      cell['spec']))
-            spec = cell['spec']
-            if not spec.startswith(('mmdet::', 'mmseg::')):
-                spec = osp.join(ROOT, spec)
-            target = measure.ConfigTarget(spec, margs)
-            _time_cell(target, cell, margs, writer, with_memory=True,
-                       **_ops_in(target.model))
-            del target
-        except Exception as e:  # noqa: BLE001
-            traceback.print_exc()
-            writer.write(cell, 'failed', reason=_error_text(e),
-                         seconds=time.time() - t0)
+
+    def time_cell(cell):
+        margs = _measure_args(args, amp=cell['amp'], batch=cell['batch'],
+                              size=cell['size'], warmup=args.dense_warmup,
+                              reps=args.dense_reps,
+                              cfg_options=args.cfg_options.get(cell['spec']))
+        spec = cell['spec']
+        if not spec.startswith(('mmdet::', 'mmseg::')):
+            spec = osp.join(ROOT, spec)
+        target = measure.ConfigTarget(spec, margs)
+        _time_cell(target, cell, margs, writer, with_memory=True,
+                   **_ops_in(target.model))
+        del target
         _cleanup()
-        clock.took(kind, time.time() - t0)
+
+    for cell in cells:
+        clock.run(cell['task'], cell, writer, lambda: time_cell(cell),
+                  on_failure=_cleanup)
 
 
 SECTION_FUNCS = dict(env=_section_env, tests=_section_tests,
