@@ -2,7 +2,8 @@
 # STACK=onedl: the onedl-* packages (requirements/constraints-onedl.txt),
 # in their own environment
 STACK   ?= openmmlab
-VENV    ?= $(if $(filter onedl,$(STACK)),.venv-onedl,.venv)
+SUFFIX  := $(if $(filter onedl,$(STACK)),-onedl,)
+VENV    ?= .venv$(SUFFIX)
 PYTHON  := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
@@ -31,4 +32,4 @@ demo: install
 # for training.
 .PHONY: install-deploy
 install-deploy: install
-	$(PYTHON) -m pip install -c requirements/constraints$(if $(filter onedl,$(STACK)),-onedl,).txt -r requirements/deploy.txt -r requirements/openvino.txt
+	$(PYTHON) -m pip install -c requirements/constraints$(SUFFIX).txt -r requirements/deploy.txt -r requirements/openvino.txt

@@ -35,11 +35,11 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 STACK="${STACK:-openmmlab}"
 case "$STACK" in
     openmmlab)
-        DEFAULT_VENV=.venv SUFFIX=""
+        SUFFIX=""
         MMCV_DIST=mmcv
         LIB_DISTS=(mmengine mmdet mmsegmentation mmpretrain) ;;
     onedl)
-        DEFAULT_VENV=.venv-onedl SUFFIX="-onedl"
+        SUFFIX="-onedl"
         MMCV_DIST=onedl-mmcv
         LIB_DISTS=(onedl-mmengine onedl-mmdetection onedl-mmsegmentation
                    onedl-mmpretrain) ;;
@@ -49,7 +49,7 @@ case "$STACK" in
 esac
 # A relative VENV is relative to the caller's working directory; make it
 # absolute before any cd (the mmcv build runs inside its unpacked source).
-VENV="$(realpath -m "${VENV:-$ROOT/$DEFAULT_VENV}")"
+VENV="$(realpath -m "${VENV:-$ROOT/.venv$SUFFIX}")"
 cd "$ROOT"
 PYTHON="${PYTHON:-python3}"
 CACHE="$(realpath -m "${FCVIT_MM_CACHE:-$HOME/.cache/fcvit_mm}")"
