@@ -33,8 +33,8 @@ from fcvit_mm.deploy import (CheckpointMismatchError, export_model,  # noqa
 from fcvit_mm.deploy import backends  # noqa: E402
 from fcvit_mm.deploy.export import (OPSETS, build_model, check_opset,  # noqa
                                     load_config)
-from fcvit_mm.deploy.parity import (COMPARE, init_library_model,  # noqa
-                                    library_inference)
+from fcvit_mm.deploy.parity import COMPARE, library_inference  # noqa
+from fcvit_mm.deploy.runtime import init_library_model  # noqa
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CFG = osp.join(ROOT, 'configs')

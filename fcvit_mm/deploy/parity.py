@@ -16,8 +16,6 @@ from typing import Dict
 import numpy as np
 import torch
 
-from .runtime import init_library_model  # noqa: F401  (the tools' door)
-
 
 def _to_np(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else \

@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     if not args.check_image:
         return 0
     from fcvit_mm.deploy.export import load_config
-    from fcvit_mm.deploy.parity import (COMPARE, init_library_model,
-                                        library_inference)
+    from fcvit_mm.deploy.parity import COMPARE, library_inference
+    from fcvit_mm.deploy.runtime import init_library_model
     task = manifest['task']
     cfg, _ = load_config(args.config, args.cfg_options)
     torch_model = init_library_model(cfg, args.checkpoint)
