@@ -12,25 +12,33 @@ as a Mul and an Add). :func:`layer_norm_to_instance_norm` rewrites the
 graph that ONNX Runtime gets accordingly: the same function, exact up to
 float rounding (``fcvit_mm.deploy.backends.OrtSession`` applies it).
 """
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 
-def _constants(graph) -> Dict[str, 'np.ndarray']:
-    """The graph's initializers and ``Constant`` node outputs by name."""
-    from onnx import helper, numpy_helper
-    arrays = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+def _constants(graph) -> Dict[str, Any]:
+    """The graph's initializers and ``Constant`` node values by name, as
+    TensorProtos (:func:`_array` turns the few that are looked at into
+    arrays; the model's weights are not converted)."""
+    from onnx import helper
+    tensors: Dict[str, Any] = {t.name: t for t in graph.initializer}
     for node in graph.node:
         if node.op_type == 'Constant' and node.attribute[0].name == 'value':
-            arrays[node.output[0]] = numpy_helper.to_array(
-                helper.get_attribute_value(node.attribute[0]))
-    return arrays
+            tensors[node.output[0]] = helper.get_attribute_value(
+                node.attribute[0])
+    return tensors
 
 
-def _constant_equals(arrays: Dict[str, np.ndarray], name: str,
-                     value: float) -> bool:
-    arr: Optional[np.ndarray] = arrays.get(name)
+def _array(tensors: Dict[str, Any], name: str) -> Optional[np.ndarray]:
+    from onnx import numpy_helper
+    tensor = tensors.get(name)
+    return None if tensor is None else numpy_helper.to_array(tensor)
+
+
+def _all_equal(arr: Optional[np.ndarray], value: float) -> bool:
+    """Whether ``arr`` is a constant (not None) all of whose elements are
+    ``value``."""
     return arr is not None and bool(np.all(arr == value))
 
 
@@ -43,7 +51,7 @@ def layer_norm_to_instance_norm(model) -> int:
     0). Returns how many were rewritten."""
     from onnx import helper, numpy_helper
     graph = model.graph
-    arrays = _constants(graph)
+    tensors = _constants(graph)
     nodes, count = [], 0
     for node in graph.node:
         attrs = {a.name: helper.get_attribute_value(a)
@@ -59,7 +67,8 @@ def layer_norm_to_instance_norm(model) -> int:
         bias = node.input[2] if len(node.input) > 2 else ''
         eps = float(attrs.get('epsilon', 1e-5))
         p = f'{node.name or "layer_norm"}/as_instance_norm/{count}'
-        dtype = (arrays[scale].dtype if scale in arrays else np.float32)
+        scale_array = _array(tensors, scale)
+        dtype = np.float32 if scale_array is None else scale_array.dtype
         graph.initializer.extend([
             numpy_helper.from_array(np.array([0, 1, -1], np.int64),
                                     f'{p}/rows'),
@@ -76,10 +85,10 @@ def layer_norm_to_instance_norm(model) -> int:
                              [f'{p}/y']),
         ]
         y = f'{p}/y'
-        if not _constant_equals(arrays, scale, 1.0):
+        if not _all_equal(scale_array, 1.0):
             steps.append(helper.make_node('Mul', [y, scale], [f'{p}/m']))
             y = f'{p}/m'
-        if bias and not _constant_equals(arrays, bias, 0.0):
+        if bias and not _all_equal(_array(tensors, bias), 0.0):
             steps.append(helper.make_node('Add', [y, bias], [f'{p}/a']))
             y = f'{p}/a'
         steps[-1].output[0] = node.output[0]
