@@ -198,9 +198,10 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
             the graphs (:data:`BACKBONE_FORMS`): ``'deploy'`` (the default:
             its inference form, ``FCViT.switch_to_deploy()`` on the plain
             path: the smallest graph, one op per GroupNorm; its speed is
-            within the scatter of the plain path's, docs/performance.md), ``'plain'`` (the training form's plain
-            path), ``'fast'`` (its fast path) or ``'config'`` (as the
-            config builds it). All compute the same function.
+            within the scatter of the plain path's, docs/performance.md),
+            ``'plain'`` (the training form's plain path), ``'fast'`` (its
+            fast path) or ``'config'`` (as the config builds it). All
+            compute the same function.
     """
     if backbone_form not in BACKBONE_FORMS:
         raise ValueError(f'unknown backbone_form {backbone_form!r}: choose '

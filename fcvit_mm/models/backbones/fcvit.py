@@ -567,9 +567,9 @@ class FCViT(FastPathMixin, BaseModule):
             input: the fast formulation (channels-last tensors, kernels
             chosen per device and dtype: CPU-tuned ones on CPU, GPU ones on
             CUDA, standard ops when compiled or exported) on CPU, the plain
-            one on CUDA and every other device, in any dtype. True forces the fast formulation, False the
-            plain op-by-op transcription of the reference, whatever the
-            input's memory layout. Same math either way; inputs and outputs
+            one on CUDA and every other device, in any dtype. True forces
+            the fast formulation, False the plain op-by-op transcription of
+            the reference, whatever the input's memory layout. Same math either way; inputs and outputs
             stay ordinary NCHW tensors. Can also be switched on a built model
             (or a single block) through the ``fast_path`` attribute.
             Defaults to ``'auto'``.
