@@ -129,3 +129,18 @@ def test_handed_over_checkpoint_is_taken_once(tmp_path):
                                torch.full((2, ), 3.0))
     assert checkpoint.safe_url(path) == url  # nothing handed over now
     assert CheckpointLoader.load_checkpoint(url) is not held
+
+
+def test_cfg_option_at_the_top_level_near_miss_named_new_key_taken():
+    """A ``--cfg-options`` key the config lacks at the top level: a near
+    miss of a key the runner reads is named with the key meant; a new key
+    (nothing close) is taken."""
+    from fcvit_mm.engine.user_errors import ConfigKeyError, check_cfg_options
+    cfg = Config(dict(default_scope='mmpretrain',
+                      train_cfg=dict(by_epoch=True, max_epochs=1)))
+    with pytest.raises(ConfigKeyError,
+                       match=r"--cfg-options randomnes\.seed: the config "
+                       r"has no key 'randomnes'; did you mean "
+                       r"'randomness'\?"):
+        check_cfg_options(cfg, {'randomnes.seed': 1})
+    check_cfg_options(cfg, {'my_experiment_tag': 'a'})  # new: no error

@@ -28,6 +28,8 @@ from typing import List, Optional
 
 from mmengine.config import Config
 
+from fcvit_mm.utils.config import known_config_keys
+
 #: exit status of a run that a user error stopped
 USER_ERROR_EXIT = 1
 #: set (not empty, not 0): a user error shows its traceback too
@@ -147,7 +149,7 @@ def _unknown_key(node: dict, key: str, path: List[str], type_,
             return None
         return (f'{where} (type={cls.__name__}) takes no {key!r}'
                 f'{_did_you_mean(key, node)}')
-    known = list(node) if path else list(node) + _top_level_keys()
+    known = list(node) if path else list(node) + known_config_keys()
     if key in known:
         return None
     close = difflib.get_close_matches(key, [str(k) for k in known], n=1,
@@ -155,11 +157,6 @@ def _unknown_key(node: dict, key: str, path: List[str], type_,
     if close:
         return f'{where} has no key {key!r}; did you mean {close[0]!r}?'
     return None
-
-
-def _top_level_keys() -> List[str]:
-    from .preflight import known_config_keys
-    return known_config_keys()
 
 
 def check_cfg_options(cfg: Config, options: Optional[dict]) -> None:
