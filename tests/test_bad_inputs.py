@@ -19,7 +19,7 @@ import fcvit_mm  # noqa: F401
 from conftest import ROOT
 from fcvit_mm.engine.data_checks import (DatasetError, check_coco_content,
                                          coco_skips)
-from fcvit_mm.engine.preflight import misspelt_keys
+from fcvit_mm.utils.config import misspelt_keys
 from helpers import generated_shapes
 
 TOOLS = osp.join(ROOT, 'tools')

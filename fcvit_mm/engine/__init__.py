@@ -27,8 +27,9 @@ puts them in every run.
 from . import checkpoints, determinism, finite_loss  # noqa: F401 (registers)
 from . import data_hooks, resume, workers  # noqa: F401 (registers)
 from .distributed import init_cpu_distributed, run_tool, shutdown_distributed
-from .preflight import (TASK_LIBRARIES, fresh_visualizer_name, load_config,
-                        prepare_testing, prepare_training, task_of)
+from ..utils.config import TASK_LIBRARIES, load_config, task_of
+from .preflight import (fresh_visualizer_name, prepare_testing,
+                        prepare_training)
 from .user_errors import merge_cfg_options
 
 __all__ = [

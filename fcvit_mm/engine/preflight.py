@@ -3,9 +3,9 @@
 runner, so that a run fails early, naming the file:
 
 * the config is loaded with a clear error for a missing file and a warning
-  for each top-level key that looks misspelt (:func:`load_config`), and
-  its library is told by its ``default_scope`` (:func:`task_of`), both
-  from :mod:`fcvit_mm.utils.config`;
+  for each top-level key that looks misspelt, and its library is told by
+  its ``default_scope`` (:func:`fcvit_mm.utils.config.load_config`,
+  :func:`~fcvit_mm.utils.config.task_of`; the tools call them);
 * the visualizer gets a name no earlier run of the process took
   (:func:`fresh_visualizer_name`);
 * annotation files are checked to exist and parse (COCO files: skipped
@@ -20,14 +20,9 @@ from typing import List
 
 from mmengine.config import Config
 
-# config loading is fcvit_mm.utils.config's (one copy for the tools, the
-# deploy package and the analysis tools); the run layer's names stay here
-from ..utils.config import (TASK_LIBRARIES, load_config,  # noqa: F401
-                            misspelt_keys, task_of)
 from .data_checks import check_annotation_files
 
-__all__ = ['TASK_LIBRARIES', 'load_config', 'misspelt_keys', 'task_of',
-           'fresh_visualizer_name', 'prepare_training', 'prepare_testing']
+__all__ = ['fresh_visualizer_name', 'prepare_training', 'prepare_testing']
 
 
 def _visualizer_exists(cls, name: str) -> bool:
