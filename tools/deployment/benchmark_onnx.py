@@ -129,15 +129,9 @@ def _pad32(size):
 
 def _interleaved(fns: dict, repeats: int) -> dict:
     """key -> median seconds of ``fn()`` over interleaved repetitions,
-    after one warm-up call each."""
-    for fn in fns.values():
-        fn()
-    times = defaultdict(list)
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[key].append(time.perf_counter() - t)
+    after one warm-up call each (the analysis tools' timer)."""
+    from tools.analysis.lib.measure import interleaved
+    times = interleaved(fns, warmup=1, reps=repeats)
     return {k: statistics.median(v) for k, v in times.items()}
 
 

@@ -18,6 +18,7 @@ resident set at once, free heap memory is returned first
 """
 import argparse
 import ctypes
+import functools
 import gc
 import json
 import os
@@ -25,7 +26,7 @@ import os.path as osp
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import torch
 
@@ -178,20 +179,28 @@ def timed(fn: Callable, device: str) -> float:
     return time.perf_counter() - start
 
 
+def interleaved(fns: Dict[Any, Callable], warmup: int, reps: int,
+                device: str = 'cpu') -> Dict[Any, List[float]]:
+    """``{key: [seconds per repetition]}`` of each ``fns[key]()``:
+    ``warmup`` calls of each, then ``reps`` repetitions in which every
+    function runs once in turn (so that a change of the machine's speed
+    touches all of them alike)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[Any, List[float]] = {key: [] for key in fns}
+    for _ in range(reps):
+        for key, fn in fns.items():
+            times[key].append(timed(fn, device))
+    return times
+
+
 def time_steps(targets, modes: List[str], args) -> Dict[tuple, List[float]]:
     """``{(name, mode): [seconds per repetition]}``: ``--warmup`` steps of
     each, then ``--reps`` interleaved repetitions."""
-    for t in targets:
-        for m in modes:
-            for _ in range(args.warmup):
-                run_step(t, m, args)
-    times = {(t.name, m): [] for t in targets for m in modes}
-    for _ in range(args.reps):
-        for t in targets:
-            for m in modes:
-                times[(t.name, m)].append(
-                    timed(lambda: run_step(t, m, args), args.device))
-    return times
+    fns = {(t.name, m): functools.partial(run_step, t, m, args)
+           for t in targets for m in modes}
+    return interleaved(fns, args.warmup, args.reps, args.device)
 
 
 # ---------------------------------------------------------------------- #
