@@ -569,10 +569,10 @@ class FCViT(FastPathMixin, BaseModule):
             CUDA, standard ops when compiled or exported) on CPU, the plain
             one on CUDA and every other device, in any dtype. True forces
             the fast formulation, False the plain op-by-op transcription of
-            the reference, whatever the input's memory layout. Same math either way; inputs and outputs
-            stay ordinary NCHW tensors. Can also be switched on a built model
-            (or a single block) through the ``fast_path`` attribute.
-            Defaults to ``'auto'``.
+            the reference, whatever the input's memory layout. Same math
+            either way; inputs and outputs stay ordinary NCHW tensors. Can
+            also be switched on a built model (or a single block) through
+            the ``fast_path`` attribute. Defaults to ``'auto'``.
         init_cfg (dict | list[dict], optional): Initialisation config. A
             ``Pretrained`` entry accepts this project's checkpoints (with
             ``prefix``) and the reference's checkpoints as published.
