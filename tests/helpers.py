@@ -173,6 +173,7 @@ def start_process(cmd, output_path, timeout=600, **popen_kwargs):
         finally:
             if proc.poll() is None:
                 proc.kill()
+                proc.wait()
             out.seek(0)
             output = out.read()
             out.close()
@@ -180,3 +181,32 @@ def start_process(cmd, output_path, timeout=600, **popen_kwargs):
 
     finish.proc = proc
     return finish
+
+
+def stop_unfinished(finishes):
+    """Kill and reap the processes of ``finishes`` (:func:`start_process`'s
+    results) that are still running: a module fixture's teardown, for the
+    runs no test waited for (``-x``, ^C)."""
+    for finish in finishes:
+        proc = getattr(finish, 'proc', None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+class _CreatesFile:
+    """Pickled, it names a call that unpickling would make: ``open(path,
+    'w')``, which creates ``path``. Pickling it runs nothing."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, 'w'))
+
+
+def save_checkpoint_with_code(path, marker, **content):
+    """``torch.save`` a checkpoint holding ``content`` and an object whose
+    unpickling runs code (it creates the file ``marker``): a load that runs
+    code leaves ``marker`` behind."""
+    torch.save({**content, 'x': _CreatesFile(marker)}, str(path))

@@ -15,7 +15,7 @@ from fcvit_mm.models.checkpoint import (CheckpointError,
                                         load_pretrained, safe_load)
 
 from conftest import ROOT
-from helpers import load_tool
+from helpers import load_tool, save_checkpoint_with_code
 
 
 def _dense_out(model, x):
@@ -272,13 +272,8 @@ def test_mmengine_checkpoint_loads_weights_only(tmp_path):
 
 def test_code_in_checkpoint_is_refused(tmp_path):
     marker = tmp_path / 'pwned'
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), 'w'))
-
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {'w': torch.zeros(1)}, 'x': Payload()}, path)
+    save_checkpoint_with_code(path, marker, state_dict={'w': torch.zeros(1)})
     with pytest.raises(CheckpointError, match='evil.pth'):
         safe_load(str(path))
     assert not marker.exists()

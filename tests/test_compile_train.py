@@ -24,7 +24,8 @@ import sys
 import pytest
 
 from conftest import ROOT
-from helpers import generated_shapes, selected, start_process
+from helpers import (generated_shapes, selected, start_process,
+                     stop_unfinished)
 
 #: each test trains, compiles or runs a tool (make test-fast leaves them out)
 pytestmark = pytest.mark.slow
@@ -181,11 +182,7 @@ def runs(request, tmp_path_factory):
         except pytest.skip.Exception as e:
             started[task] = lambda msg=str(e): pytest.skip(msg)
     yield started
-    for run in started.values():  # a run no test waited for (-x, ^C)
-        proc = getattr(run, 'proc', None)
-        if proc is not None and proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    stop_unfinished(started.values())
 
 
 @pytest.mark.parametrize('task', ['segmentation', 'classification'])

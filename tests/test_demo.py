@@ -7,12 +7,11 @@ by side."""
 import json
 import os
 import os.path as osp
-import subprocess
 import sys
 
 import cv2
 import pytest
-from helpers import load_tool, selected
+from helpers import load_tool, selected, start_process, stop_unfinished
 
 #: each test trains, compiles or runs a tool (make test-fast leaves them out)
 pytestmark = pytest.mark.slow
@@ -48,16 +47,15 @@ def demo_runs(request, tmp_path_factory):
     """``python tools/demo.py`` (as ``make demo`` runs it) for each
     selected task, all started together by the first test: each mostly
     waits for its own tools/train.py and tools/test.py, which run on one
-    thread. ``task: (folder, finish)``; ``finish()`` gives (exit status,
-    output)."""
+    thread. ``task: (folder, finish)``; ``finish()`` gives its
+    CompletedProcess (``stdout``: the output)."""
     tests = selected(request)
     runs = {}
     for task, metric, top in DEMO_CASES:
         if f'test_short_demo[{task}-{metric}-{top}]' not in tests:
             continue
         folder = tmp_path_factory.mktemp(f'demo_{task}')
-        out = open(folder / 'output.txt', 'w+')
-        proc = subprocess.Popen(
+        finish = start_process(
             [sys.executable, osp.join(ROOT, 'tools', 'demo.py'),
              '--task', task, '--work-dir', str(folder / 'work'),
              '--data-root', str(folder / 'data'), '--num-train', '8',
@@ -65,36 +63,20 @@ def demo_runs(request, tmp_path_factory):
              '--num-show', '3', '--num-workers', '0', '--threads', '1',
              '--cfg-options', 'train_dataloader.batch_size=2',
              'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2'],
-            cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED='1'), stdout=out,
-            stderr=subprocess.STDOUT, text=True)
-
-        def finish(proc=proc, out=out):
-            try:
-                proc.wait(900)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
-                    proc.wait()
-                out.seek(0)
-                text = out.read()
-                out.close()
-            return proc.returncode, text
-
-        finish.proc = proc
+            folder / 'output.txt', timeout=900, cwd=ROOT,
+            env=dict(os.environ, PYTHONUNBUFFERED='1'))
         runs[task] = folder, finish
     yield runs
-    for _, finish in runs.values():  # a demo no test waited for
-        if finish.proc.poll() is None:
-            finish.proc.kill()
-            finish.proc.wait()
+    stop_unfinished(finish for _, finish in runs.values())
 
 
 @pytest.mark.parametrize('task,metric,top', DEMO_CASES)
 def test_short_demo(demo_runs, capsys, task, metric, top):
     demo = _demo()
     tmp_path, finish = demo_runs[task]
-    code, out = finish()
-    assert code == 0, out[-4000:]
+    res = finish()
+    out = res.stdout
+    assert res.returncode == 0, out[-4000:]
     work_dir = tmp_path / 'work'
     with open(work_dir / 'summary.json') as f:
         summary = json.load(f)

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers import free_port, generated_shapes, selected
+from helpers import free_port, generated_shapes, selected, start_process
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available() or not sys.platform.startswith('linux'),
@@ -150,21 +150,12 @@ def start_dist_train(root, hooks_dir, work_dir, max_iters, hooks=(),
            '--cfg-options', *options(root), *extra]
     start = time.time()
     # output to a file: a process left behind would hold a pipe open
-    out = open(osp.join(work_dir, 'output.txt'), 'w+')
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out,
-                            stderr=subprocess.STDOUT)
+    run = start_process(cmd, osp.join(work_dir, 'output.txt'), cwd=ROOT,
+                        env=env)
 
     def finish(timeout=400):
-        try:
-            code = proc.wait(timeout)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            took = time.time() - start
-            out.seek(0)
-            output = out.read()
-            out.close()
+        res = run(timeout)
+        took = time.time() - start
         left = run_processes(mark)
         for _ in range(10):  # a killed process may take a moment to go
             if not left:
@@ -173,9 +164,9 @@ def start_dist_train(root, hooks_dir, work_dir, max_iters, hooks=(),
             left = run_processes(mark)
         for pid, _ in left:  # do not leave them to the next test
             os.kill(pid, signal.SIGKILL)
-        return code, output, took, left
+        return res.returncode, res.stdout, took, left
 
-    return mark, proc, finish
+    return mark, run.proc, finish
 
 
 def dist_train(root, hooks_dir, work_dir, max_iters, hooks=(), extra=(),

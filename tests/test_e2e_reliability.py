@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from conftest import ROOT
-from helpers import selected, start_process
+from helpers import (save_checkpoint_with_code, selected, start_process,
+                     stop_unfinished)
 from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
                             state_dict)
 
@@ -245,17 +246,6 @@ def test_resume_with_corrupt_latest_checkpoint_falls_back(
     assert state_dict(last)  # epoch 2 trained again and saved whole
 
 
-class _RunsCode:
-    """Pickled, it names a call (``os.system(command)``) that unpickling
-    would run: a checkpoint with code in it. Pickling runs nothing."""
-
-    def __init__(self, command):
-        self.command = command
-
-    def __reduce__(self):
-        return (os.system, (self.command, ))
-
-
 @pytest.fixture(scope='module')
 def failing_runs(request, coco, hooks_dir, tmp_path_factory):
     """The runs that must stop at once with a message naming the problem,
@@ -275,9 +265,8 @@ def failing_runs(request, coco, hooks_dir, tmp_path_factory):
 
     if 'test_resume_refuses_checkpoint_with_code' in tests:
         folder = tmp_path_factory.mktemp('evil')
-        torch.save({'state_dict': {}, 'meta': {},
-                    'x': _RunsCode(f'touch {folder / "ran"}')},
-                   str(folder / 'evil.pth'))
+        save_checkpoint_with_code(folder / 'evil.pth', folder / 'ran',
+                                  state_dict={}, meta={})
         start('code', TINY, ['--resume', str(folder / 'evil.pth')])
         runs['code'] = folder, runs['code'][1]
     if 'test_malformed_annotation_file_is_named' in tests:
@@ -295,10 +284,7 @@ def failing_runs(request, coco, hooks_dir, tmp_path_factory):
         start('nan', TINY + ['optim_wrapper.optimizer.lr=1e30'],
               ['--no-validate'])
     yield runs
-    for _, finish in runs.values():  # a run no test waited for
-        if finish.proc.poll() is None:
-            finish.proc.kill()
-            finish.proc.wait()
+    stop_unfinished(finish for _, finish in runs.values())
 
 
 def test_resume_refuses_checkpoint_with_code(failing_runs):

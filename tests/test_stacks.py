@@ -24,6 +24,7 @@ from fcvit_mm.internals import register_config_scopes
 from fcvit_mm.models.checkpoint import CheckpointError, safe_load
 
 from conftest import ROOT
+from helpers import save_checkpoint_with_code
 
 SEG_CONFIGS = ('configs/segmentation/fpn_fcvit_b12_ade20k.py',
                'configs/segmentation/upernet_fcvit_b12_ade20k.py')
@@ -103,13 +104,8 @@ def test_mmengine_loader_keeps_allowlist_and_runs_no_code(tmp_path):
     assert torch.load(good)['state_dict']['w'].sum() == 2
 
     marker = tmp_path / 'ran'
-
-    class Payload:
-        def __reduce__(self):
-            return (open, (str(marker), 'w'))
-
     evil = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'x': Payload()}, evil)
+    save_checkpoint_with_code(evil, marker, state_dict={})
     with pytest.raises((CheckpointError, pickle.UnpicklingError)):
         CheckpointLoader.load_checkpoint(str(evil), 'cpu')
     assert not marker.exists()
