@@ -113,6 +113,27 @@ def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
                        launcher, tool)(timeout)
 
 
+def resume_beside(full_run, config, work_dir, options, hooks_dir):
+    """The interrupted run in ``work_dir`` resumed (``--resume``) while the
+    uninterrupted ``full_run`` (:func:`start_train`'s) is still going; both
+    must end well. Returns the resumed run's CompletedProcess."""
+    resumed_run = start_train(config, work_dir, options, hooks_dir,
+                              ['--no-validate', '--resume'])
+    full_res = full_run()
+    assert full_res.returncode == 0, full_res.stdout[-4000:]
+    res = resumed_run()
+    assert res.returncode == 0, res.stdout[-4000:]
+    return res
+
+
+def assert_same_weights(full_path, resumed_path):
+    """The two checkpoints hold the same tensors, bit for bit."""
+    full, resumed = state_dict(full_path), state_dict(resumed_path)
+    assert full.keys() == resumed.keys()
+    for k in full:
+        assert torch.equal(full[k], resumed[k]), k
+
+
 def start_train(config, work_dir, options, hooks_dir, extra=(),
                 launcher=None, tool=None):
     """:func:`train` started in the background (runs that do not depend on
@@ -156,19 +177,10 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     assert osp.exists(osp.join(work, 'epoch_2.pth'))
     assert not osp.exists(osp.join(work, 'epoch_3.pth'))
 
-    # resumed while the uninterrupted run is still going
-    resumed_run = start_train(full_cfg, work, opts, hooks_dir,
-                              ['--no-validate', '--resume'])
-    res = full_run()
-    assert res.returncode == 0, res.stdout[-4000:]
-    res = resumed_run()
-    assert res.returncode == 0, res.stdout[-4000:]
+    res = resume_beside(full_run, full_cfg, work, opts, hooks_dir)
     assert 'resumed epoch: 2' in res.stdout
-    full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
-    resumed = state_dict(osp.join(work, 'epoch_3.pth'))
-    assert full.keys() == resumed.keys()
-    for k in full:
-        assert torch.equal(full[k], resumed[k]), k
+    assert_same_weights(str(tmp_path / 'full' / 'epoch_3.pth'),
+                        osp.join(work, 'epoch_3.pth'))
 
 
 def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
@@ -205,11 +217,8 @@ def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
     assert 'resumed epoch: 2' in res.stdout
     res = full_run()
     assert res.returncode == 0, res.stdout[-4000:]
-    full = state_dict(str(tmp_path / 'full' / 'epoch_3.pth'))
-    resumed = state_dict(osp.join(work, 'epoch_3.pth'))
-    assert full.keys() == resumed.keys()
-    for k in full:
-        assert torch.equal(full[k], resumed[k]), k
+    assert_same_weights(str(tmp_path / 'full' / 'epoch_3.pth'),
+                        osp.join(work, 'epoch_3.pth'))
 
 
 def state_dict_meta(path):
@@ -429,16 +438,7 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
     res = train(kill_cfg, work, [], hooks_dir, ['--no-validate'])
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
     assert osp.exists(osp.join(work, 'iter_4.pth'))
-    # resumed while the uninterrupted run is still going
-    resumed_run = start_train(full_cfg, work, [], hooks_dir,
-                              ['--no-validate', '--resume'])
-    full_res = full_run()
-    assert full_res.returncode == 0, full_res.stdout[-4000:]
-    res = resumed_run()
-    assert res.returncode == 0, res.stdout[-4000:]
+    res = resume_beside(full_run, full_cfg, work, [], hooks_dir)
     assert 'resumed epoch: 0, iter: 4' in res.stdout
-    full = state_dict(str(tmp_path / 'full' / 'iter_6.pth'))
-    resumed = state_dict(osp.join(work, 'iter_6.pth'))
-    assert set(full) == set(resumed)
-    for k in full:
-        assert torch.equal(full[k], resumed[k]), k
+    assert_same_weights(str(tmp_path / 'full' / 'iter_6.pth'),
+                        osp.join(work, 'iter_6.pth'))
