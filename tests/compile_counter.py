@@ -4,8 +4,9 @@
 graph it is given (the training iteration, whether the graph holds code of
 the FCViT backbone) as a JSON line in ``$FCVIT_COMPILE_LOG``, then runs it
 as captured (dynamo's guards and recompiles are the backend's business only
-after capture, so capture alone is what the count needs); and ``CompileCountHook``, which tells it the iteration
-and records each batch's input sizes."""
+after capture, so capture alone is what the count needs); and
+``CompileCountHook``, which tells it the iteration and records each batch's
+input sizes."""
 import json
 import os
 

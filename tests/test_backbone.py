@@ -193,6 +193,18 @@ def test_bad_out_indices(bad):
         FCViT(arch='tiny', out_indices=bad)
 
 
+@pytest.mark.parametrize('name', ['B12', 'Tiny'])
+def test_arch_names_in_any_case(name):
+    """``arch='B12'`` (as a config may spell it) builds b12."""
+    model = FCViT(arch=name)
+    want = FCViT.arch_settings[name.lower()]
+    assert model.embed_dims == want['embed_dims']
+    assert model.layers == want['layers']
+    assert model.mlp_ratios == want['mlp_ratios']
+    assert model.stages[3].blocks[0].norm1.num_channels == \
+        want['embed_dims'][3]
+
+
 def test_unknown_arch_lists_valid_names():
     with pytest.raises(ValueError) as e:
         FCViT(arch='b36')
@@ -321,7 +333,8 @@ def test_get_layer_depth():
     assert model.get_layer_depth(
         'backbone.stages.0.blocks.0.norm1.weight', 'backbone.')[0] == 1
     assert model.get_layer_depth(
-        'backbone.stages.2.blocks.3.norm1.weight', 'backbone.')[0] == 2 + 2 + 3 + 1
+        'backbone.stages.2.blocks.3.norm1.weight',
+        'backbone.')[0] == 2 + 2 + 3 + 1
     assert model.get_layer_depth(
         'backbone.stages.1.downsample.proj.weight', 'backbone.')[0] == 3
     assert model.get_layer_depth('backbone.norm3.weight',

@@ -1,20 +1,20 @@
-"""The backbone through the exporters, both paths, with no flag: what
-``torch.export`` and ONNX (TorchScript-based, as mmdeploy drives it, and
-dynamo-based) produce computes what eager computes, at the traced size and
-at another one (dynamic height, width and batch), and holds only standard
-ops (none of the CPU kernels of the eager fast path)."""
+"""The backbone through the exporters, both formulations, with no other
+setting: what ``torch.export`` and ONNX (TorchScript-based, as mmdeploy
+drives it, and dynamo-based) produce computes what eager computes, at the
+traced size and at another one (dynamic height, width and batch), and holds
+only standard ops (none of the CPU kernels of the eager fast path); and
+``fcvit_mm.deploy``'s export chooses the kernels of the form it writes."""
 import pytest
 import torch
+import torch.nn as nn
 
 import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
+from fcvit_mm.models.backbones.fcvit import FastPathMixin
 # one_thread: an autouse fixture for this module
 from helpers import one_thread  # noqa: F401
-from test_fast_paths import _randomize, assert_rel_close
+from helpers import TINY_ARCH, assert_rel_close, randomize_params
 
-#: a tiny custom arch (widths divisible by the 8 global-context heads)
-TINY = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 48, 64],
-            mlp_ratios=[2, 2, 2, 2])
 PATHS = pytest.mark.parametrize('fast_path', ['auto', False],
                                 ids=['default', 'plain'])
 #: ops the eager fast path may run on CPU that no exporter should see
@@ -23,7 +23,8 @@ CPU_ONLY_OPS = ('mkldnn', 'fft', 'addmv')
 
 def _model(fast_path):
     torch.manual_seed(0)
-    return _randomize(FCViT(arch=TINY, fast_path=fast_path)).eval()
+    return randomize_params(FCViT(arch=TINY_ARCH,
+                                  fast_path=fast_path)).eval()
 
 
 def _inputs():
@@ -94,10 +95,14 @@ def _check_onnx(path, model, what):
         _assert_same(outs, model, x, 1e-4, f'{what} {tuple(x.shape)}')
 
 
-@PATHS
-def test_onnx_torchscript_export(fast_path, tmp_path):
+@pytest.mark.parametrize('fast_path,kernels',
+                         [('auto', None), (False, None), (False, 'onnx')],
+                         ids=['default', 'plain', 'onnx'])
+def test_onnx_torchscript_export(fast_path, kernels, tmp_path):
     pytest.importorskip('onnx')
     model = _model(fast_path)
+    if kernels:
+        model.kernels = kernels
     path = tmp_path / 'fcvit.onnx'
     names = [f'out{i}' for i in range(4)]
     torch.onnx.export(
@@ -119,3 +124,18 @@ def test_onnx_dynamo_export(fast_path, tmp_path):
     program = torch.onnx.export(ep, dynamo=True, verbose=False)
     program.save(str(path))
     _check_onnx(path, model, 'onnx (dynamo)')
+
+
+@pytest.mark.parametrize('form,kernels', [('deploy', 'onnx'),
+                                          ('plain', 'onnx'),
+                                          ('fast', 'standard'),
+                                          ('config', 'cpu')])
+def test_export_sets_the_kernels_of_its_form(form, kernels):
+    """``fcvit_mm.deploy``'s export puts every FCViT module of the model it
+    exports on the kernels of the backbone form it writes (the ONNX form
+    for the plain formulation); ``'config'`` leaves them as built."""
+    from fcvit_mm.deploy.export import set_backbone_form
+    model = nn.Sequential(nn.Identity(), FCViT(arch=TINY_ARCH)).eval()
+    set_backbone_form(model, form)
+    assert {m.kernels for m in model.modules()
+            if isinstance(m, FastPathMixin)} == {kernels}

@@ -17,8 +17,8 @@ import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
 # one_thread: an autouse fixture for this module
 from helpers import one_thread  # noqa: F401
-from test_backbone_export import TINY
-from test_fast_paths import BN_BIASES, _randomize, assert_rel_close
+from helpers import (BN_BIASES, TINY_ARCH, assert_rel_close,
+                     randomize_params)
 
 BACKEND = os.environ.get('FCVIT_TEST_COMPILE_BACKEND', 'aot_eager')
 
@@ -46,7 +46,7 @@ def _step(fn, module, x, train):
 def test_compile_fullgraph_matches_eager(fast_path, train):
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = _randomize(FCViT(arch=TINY, fast_path=fast_path))
+    eager = randomize_params(FCViT(arch=TINY_ARCH, fast_path=fast_path))
     module = copy.deepcopy(eager)
     compiled = torch.compile(module, fullgraph=True, backend=BACKEND)
     x = torch.randn(2, 3, 37, 45)

@@ -1,6 +1,8 @@
 """The fast execution paths against the plain formulation: outputs and
 gradients, several shapes, train and eval, float64 (the algebra) and float32
-(the kernels actually used)."""
+(the kernels actually used); and the kernel set each module decides (from
+``fast_path`` and its parameters' device, at construction, on ``.to()``,
+``.train()`` and by hand), which a forward only reads."""
 import copy
 
 import pytest
@@ -12,39 +14,14 @@ import fcvit_mm  # noqa: F401
 from fcvit_mm.models import FCViT
 from fcvit_mm.models.backbones import fcvit_ops
 from fcvit_mm.models.backbones.fcvit import (ChannelMixer, FCViTBlock,
-                                             GlobalContext, TokenMixer)
+                                             FastPathMixin, GlobalContext,
+                                             TokenMixer, using_kernels)
 # one_thread: an autouse fixture for this module
 from helpers import one_thread  # noqa: F401
+from helpers import BN_BIASES, assert_rel_close, randomize_params
 
 MINI = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
             mlp_ratios=[8, 8, 4, 4])
-
-
-def _randomize(module, seed=0):
-    """Every parameter and BN statistic away from its init, so that each
-    branch (layer scales, GC affines, norms) matters."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            if 'layer_scale' in name or 'rescale' in name or 'norm' in name:
-                p.copy_(0.5 + 0.3 * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(torch.randn(p.shape, generator=g) *
-                        (1. / max(1, p[0].numel())**0.5))
-        for name, b in module.named_buffers():
-            if 'running_var' in name:
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-            elif 'running_mean' in name:
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-    return module
-
-
-def assert_rel_close(actual, expected, rtol, name=''):
-    """Max-abs error relative to the largest magnitude of ``expected``."""
-    assert actual.shape == expected.shape, name
-    scale = expected.abs().max().clamp_min(1e-30)
-    err = ((actual - expected).abs().max() / scale).item()
-    assert err <= rtol, f'{name}: relative error {err:.2e} > {rtol:.0e}'
 
 
 def _run(model, x, train):
@@ -76,17 +53,13 @@ def _compare(fast, plain, x, train, rtol, skip=()):
         assert_rel_close(g_f[n], g_p[n], rtol, f'grad {n}')
 
 
-# conv biases right before a train-mode BatchNorm have a zero gradient in
-# exact arithmetic: both paths give rounding noise there
-BN_BIASES = ('proj.bias', )
-
-
 @pytest.mark.parametrize('dim,hw,batch', [(32, (7, 9), 2), (64, (6, 7), 2),
                                           (16, (3, 5), 1)])
 @pytest.mark.parametrize('train', [False, True])
 def test_block_float64_exact_algebra(dim, hw, batch, train):
     torch.manual_seed(0)
-    plain = _randomize(FCViTBlock(dim, 4, layer_scale_init_value=1.)).double()
+    plain = randomize_params(
+        FCViTBlock(dim, 4, layer_scale_init_value=1.)).double()
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
@@ -98,7 +71,7 @@ def test_block_float64_exact_algebra(dim, hw, batch, train):
 @pytest.mark.parametrize('train', [False, True])
 def test_block_float32_kernels(hw, train):
     torch.manual_seed(1)
-    plain = _randomize(FCViTBlock(48, 8, layer_scale_init_value=1.))
+    plain = randomize_params(FCViTBlock(48, 8, layer_scale_init_value=1.))
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
@@ -109,7 +82,8 @@ def test_block_float32_kernels(hw, train):
 def test_block_eval_no_grad_uses_fused_kernels():
     """In inference (CPU, float32, no autograd) the oneDNN fused kernels run
     and give the plain result."""
-    plain = _randomize(FCViTBlock(32, 8, layer_scale_init_value=1.)).eval()
+    plain = randomize_params(
+        FCViTBlock(32, 8, layer_scale_init_value=1.)).eval()
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
@@ -132,7 +106,7 @@ def test_block_eval_no_grad_uses_fused_kernels():
 @pytest.mark.parametrize('train', [False, True])
 def test_backbone_fast_equals_plain(size, train):
     torch.manual_seed(2)
-    plain = _randomize(FCViT(arch=MINI, fast_path=False))
+    plain = randomize_params(FCViT(arch=MINI, fast_path=False))
     fast = copy.deepcopy(plain)
     fast.fast_path = True
     x = torch.randn(2, 3, *size)
@@ -157,7 +131,7 @@ def test_backbone_outputs_are_plain_nchw():
 def test_drop_path_same_random_draws():
     """Stochastic depth draws one mask per sample and branch in the same
     order on both paths, so with the same seed they agree."""
-    plain = _randomize(FCViT(arch=MINI, drop_path_rate=0.5,
+    plain = randomize_params(FCViT(arch=MINI, drop_path_rate=0.5,
                              fast_path=False))
     fast = copy.deepcopy(plain)
     fast.fast_path = True
@@ -178,18 +152,19 @@ def test_drop_path_same_random_draws():
 def test_chunked_channel_mixer(monkeypatch):
     """Batch chunks (forced small here) change nothing."""
     monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 1)
-    plain = _randomize(FCViTBlock(32, 4, layer_scale_init_value=1.))
+    plain = randomize_params(FCViTBlock(32, 4, layer_scale_init_value=1.))
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
-    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), 128) == 1
+    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), 128,
+                                kernels='cpu') == 1
     x = torch.randn(3, 32, 8, 8)
     _compare(fast, plain, x, True, rtol=1e-5)
     _compare(fast, plain, x, False, rtol=1e-5)
 
 
 def test_with_cp_on_fast_path():
-    ref = _randomize(FCViT(arch=MINI))
+    ref = randomize_params(FCViT(arch=MINI))
     cpm = copy.deepcopy(ref)
     for m in cpm.modules():
         if hasattr(m, 'with_cp'):
@@ -218,7 +193,7 @@ def test_depthwise_conv_function_gradients(dtype):
     conv = nn.Conv2d(8, 8, 11, padding=5, groups=8).to(dtype)
     x = torch.randn(2, 8, 9, 12, dtype=dtype).contiguous(
         memory_format=torch.channels_last).requires_grad_()
-    y = fcvit_ops.depthwise_conv(x, conv)
+    y = fcvit_ops.depthwise_conv(x, conv, kernels='cpu')
     assert y.is_contiguous(memory_format=torch.channels_last)
     gy = torch.randn_like(y)
     got = torch.autograd.grad(y, (x, conv.weight, conv.bias), gy)
@@ -243,7 +218,7 @@ def test_depthwise_conv_function_gradients(dtype):
 def test_mixers_alone_fast_equals_plain(make, train):
     """Each mixer's own fast forward, outside a block (no folding)."""
     torch.manual_seed(6)
-    plain = _randomize(make()).double()
+    plain = randomize_params(make()).double()
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
@@ -256,7 +231,7 @@ def test_global_context_either_layout(fast):
     """Both formulations, either memory layout: the same similarity and
     context (the fast one returns channels-last)."""
     torch.manual_seed(5)
-    plain = _randomize(GlobalContext(64)).double()
+    plain = randomize_params(GlobalContext(64)).double()
     plain.fast_path = False
     gc = copy.deepcopy(plain)
     gc.fast_path = fast
@@ -276,7 +251,7 @@ def test_plain_path_on_channels_last_input_is_plain(monkeypatch):
     """``fast_path=False`` runs the plain formulation whatever the layout:
     no fast formulation and no fast-path kernel runs on channels-last
     input, and the result is the plain one on NCHW input."""
-    model = _randomize(FCViT(arch=MINI, fast_path=False)).double().eval()
+    model = randomize_params(FCViT(arch=MINI, fast_path=False)).double().eval()
 
     def refuse(*args, **kwargs):
         raise AssertionError('a fast formulation ran on the plain path')
@@ -305,15 +280,19 @@ def test_fast_path_switch_propagates():
                                 GlobalContext))]
     assert len(mixers) == 13 * 5  # block, token mixer, 2 GCs, channel mixer
     assert model.fast_path and all(m.fast_path for m in mixers)
+    assert {m.kernels for m in mixers} == {'cpu'}
     model.fast_path = False
     assert not any(m.fast_path for m in mixers)
+    assert {m.kernels for m in mixers} == {'plain'}
     other = FCViT(arch='tiny', fast_path=False)
     assert not other.stages[0].blocks[0].token_mixer.gc2.fast_path
     # one block switched back: everything inside it, nothing outside
     blk = other.stages[1].blocks[0]
     blk.fast_path = True
     assert blk.token_mixer.gc1.fast_path and blk.channel_mixer.fast_path
+    assert blk.token_mixer.gc1.kernels == 'cpu'
     assert not other.stages[0].blocks[0].fast_path and not other.fast_path
+    assert other.kernels == other.stages[0].blocks[0].kernels == 'plain'
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
@@ -321,7 +300,7 @@ def test_fast_path_switch_propagates():
 def test_cuda_fast_equals_plain_and_autocast_runs(train):
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    plain = _randomize(FCViT(arch=MINI, fast_path=False)).cuda()
+    plain = randomize_params(FCViT(arch=MINI, fast_path=False)).cuda()
     fast = copy.deepcopy(plain)
     fast.fast_path = True
     x = torch.randn(2, 3, 64, 80, device='cuda')
@@ -335,13 +314,14 @@ def test_cuda_fast_equals_plain_and_autocast_runs(train):
 def test_chunked_channel_mixer_partial_last_chunk(monkeypatch):
     """A batch of 3 in chunks of 2: the partial last chunk is computed and
     kept (3 samples, each equal to the plain path's)."""
-    plain = _randomize(FCViTBlock(32, 4, layer_scale_init_value=1.))
+    plain = randomize_params(FCViTBlock(32, 4, layer_scale_init_value=1.))
     plain.fast_path = False
     fast = copy.deepcopy(plain)
     fast.fast_path = True
     hidden = fast.channel_mixer.fc1.out_channels
     monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 2 * 8 * 8 * hidden * 4)
-    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), hidden) == 2
+    assert fcvit_ops.chunk_size(torch.zeros(3, 8, 8, 32), hidden,
+                                kernels='cpu') == 2
     x = torch.randn(3, 32, 8, 8)
     with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         out = fast(x)
@@ -354,14 +334,14 @@ def test_chunked_channel_mixer_partial_last_chunk(monkeypatch):
 
 
 def test_fast_path_auto_follows_the_device(monkeypatch):
-    """``'auto'`` (the default) is the fast formulation on CPU, the plain
-    one on a device without tuned kernels (here ``meta``); ``True`` forces
-    the fast one there, with none of the CPU kernels; bad values are
-    refused by name."""
+    """``'auto'`` (the default) decides the ``'cpu'`` kernels on CPU and
+    the plain formulation on a device without tuned kernels (here
+    ``meta``); ``True`` there decides the ``'standard'`` kernels (none of
+    the CPU ones); bad values are refused by name."""
     model = FCViT(arch=MINI).eval()
-    assert model.fast_path == 'auto'
-    assert all(m.fast_path == 'auto' for m in model.modules()
-               if isinstance(m, FCViTBlock))
+    assert model.fast_path == 'auto' and model.kernels == 'cpu'
+    assert all(m.fast_path == 'auto' and m.kernels == 'cpu'
+               for m in model.modules() if isinstance(m, FCViTBlock))
     with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         model(torch.randn(1, 3, 64, 64))
     assert rec.calls
@@ -369,6 +349,7 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
         assert all(c.fused for c in rec.calls)
 
     meta = FCViT(arch=MINI).to('meta').eval()
+    assert meta.kernels == 'plain'
     x = torch.empty(3, 3, 64, 64, device='meta')
     with fcvit_ops.KernelRecorder() as rec:
         outs = meta(x)
@@ -377,7 +358,7 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
     # chunks even where a CPU batch would be cut into single samples)
     monkeypatch.setattr(fcvit_ops, 'CHUNK_BYTES', 1)
     meta.fast_path = True
-    assert fcvit_ops.kernel_set(x) == 'standard'
+    assert meta.kernels == 'standard'
     with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         outs = meta(x)
     assert outs[0].shape == (3, 32, 16, 16)
@@ -386,17 +367,14 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
     assert {m for m, k, n in rec.gemms} == {3 * 16 * 16, 3 * 8 * 8,
                                              3 * 4 * 4, 3 * 2 * 2}
 
-    # the decision table (a stand-in for tensors of devices not here)
-    from types import SimpleNamespace
-
-    def on(device, dtype):
-        return SimpleNamespace(device=torch.device(device), dtype=dtype)
-
-    suits = fcvit_ops.fast_path_suits
-    assert suits(on('cpu', torch.float32)) and suits(on('cpu', torch.float64))
-    for dtype in (torch.bfloat16, torch.float16, torch.float32):
-        assert not suits(on('cuda', dtype))  # measured: plain is faster
-    assert not suits(on('mps', torch.float32))
+    # the decision table, devices not here included
+    decide = fcvit_ops.decide_kernels
+    assert decide('auto', 'cpu') == 'cpu'
+    assert decide('auto', 'cuda') == 'plain'  # measured: plain is faster
+    assert decide('auto', 'mps') == 'plain'
+    assert decide(True, 'cuda:1') == 'cuda'
+    assert decide(True, 'mps') == 'standard'
+    assert decide(False, 'cpu') == decide(False, 'cuda') == 'plain'
 
     for value in ('Auto', 1, 0, True):
         model.fast_path = value
@@ -406,6 +384,111 @@ def test_fast_path_auto_follows_the_device(monkeypatch):
             model.fast_path = bad
     with pytest.raises(ValueError, match='fast_path must be'):
         FCViT(arch=MINI, fast_path='cuda')
+
+
+def _kernels_of(module):
+    """The set of ``kernels`` of every FCViT module in ``module``."""
+    return {m.kernels for m in module.modules()
+            if isinstance(m, FastPathMixin)}
+
+
+def test_kernels_follow_the_parameters_device():
+    """``kernels`` is decided again when the parameters move (``.to()``,
+    ``.to_empty()``): the plain formulation on ``meta`` under ``'auto'``,
+    the CPU kernels back on CPU, the same set after a dtype change;
+    ``fast_path=True`` on ``meta`` gives the standard kernels."""
+    model = FCViT(arch=MINI)
+    assert _kernels_of(model) == {'cpu'}
+    model.to(torch.float64)
+    assert _kernels_of(model) == {'cpu'}
+    model.to('meta')
+    assert _kernels_of(model) == {'plain'}
+    model.to_empty(device='cpu')
+    assert _kernels_of(model) == {'cpu'}
+    model.fast_path = True
+    model.to('meta')
+    assert _kernels_of(model) == {'standard'}
+    # a block moved on its own decides for itself
+    blk = FCViTBlock(16, 2).to('meta')
+    assert _kernels_of(blk) == {'plain'}
+
+
+def test_forward_reads_the_decided_kernels(monkeypatch):
+    """No forward decides anything: with the decision made unavailable
+    after construction, the model still runs, on its decided kernels."""
+    model = FCViT(arch=MINI).eval()
+
+    def refuse(*args):
+        raise AssertionError('a forward decided the kernels')
+
+    monkeypatch.setattr(fcvit_ops, 'decide_kernels', refuse)
+    with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
+        model(torch.randn(1, 3, 64, 64))
+    assert rec.calls  # the CPU kernels ran
+
+
+def test_kernels_set_by_hand():
+    """Setting ``kernels`` on a module sets it on every FCViT module inside
+    and nothing outside; ``'plain'`` / ``'cpu'`` are ``fast_path`` False /
+    True; ``'onnx'`` and ``'standard'`` hold over device moves and
+    ``.eval()`` until ``fast_path`` is set, ``'onnx'`` (inference only)
+    until ``.train()``; unknown names and another device's kernels are
+    refused; :func:`using_kernels` restores every module's state."""
+    model = FCViT(arch=MINI)
+    blk = model.stages[1].blocks[0]
+    blk.kernels = 'plain'
+    assert blk.fast_path is False and _kernels_of(blk) == {'plain'}
+    assert model.kernels == 'cpu' and model.fast_path == 'auto'
+    assert model.stages[0].blocks[0].kernels == 'cpu'
+
+    model.kernels = 'onnx'
+    assert _kernels_of(model) == {'onnx'} and model.fast_path == 'auto'
+    model.to(torch.float64).eval()
+    assert _kernels_of(model) == {'onnx'}
+    model.train()
+    # each module back to its own fast_path's decision
+    assert _kernels_of(model) == {'cpu', 'plain'}
+    assert _kernels_of(blk) == {'plain'}
+
+    model.kernels = 'standard'
+    model.train()
+    model.to(torch.float32)
+    assert _kernels_of(model) == {'standard'}
+    model.fast_path = 'auto'
+    assert _kernels_of(model) == {'cpu'}
+
+    with pytest.raises(ValueError, match='kernels must be one of'):
+        model.kernels = 'fast'
+    with pytest.raises(ValueError, match='parameters on CUDA'):
+        model.kernels = 'cuda'
+    model.kernels = 'cpu'
+    assert model.fast_path is True and _kernels_of(model) == {'cpu'}
+
+    model.fast_path = 'auto'
+    blk.kernels = 'standard'
+    with using_kernels(model, 'plain') as same:
+        assert same is model and _kernels_of(model) == {'plain'}
+    assert model.fast_path == 'auto' and model.kernels == 'cpu'
+    assert _kernels_of(blk) == {'standard'}
+
+
+def test_traced_forward_runs_the_standard_kernels():
+    """A module on the ``'cpu'`` kernels, traced (as the TorchScript-based
+    ONNX exporter does), records no oneDNN fusion and no in-place GELU in
+    the graph, and the graph computes what eager computes."""
+    assert fcvit_ops.running_kernels('cpu') == 'cpu'  # eager
+    block = randomize_params(
+        FCViTBlock(32, 4, layer_scale_init_value=1.)).eval()
+    assert block.kernels == 'cpu'
+    x = torch.randn(2, 32, 9, 7)
+    with torch.no_grad():
+        traced = torch.jit.trace(block, x)
+        ref = block(x)
+        got = traced(x)
+    graph = str(traced.inlined_graph)
+    assert 'mkldnn' not in graph and 'gelu_' not in graph
+    assert 'aten::gelu' in graph
+    assert_rel_close(got, ref, 1e-5)
 
 
 # ---------------------------------------------------------------------- #
@@ -524,7 +607,7 @@ def test_cuda_auto_path_choice_and_kernels():
     gives the same outputs as the plain path."""
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
-    model = _randomize(FCViT(arch=MINI)).cuda().eval()
+    model = randomize_params(FCViT(arch=MINI)).cuda().eval()
     x = torch.randn(2, 3, 64, 80, device='cuda')
     with torch.no_grad(), fcvit_ops.KernelRecorder() as rec:
         ref = model(x)
@@ -540,3 +623,62 @@ def test_cuda_auto_path_choice_and_kernels():
     assert rec.calls and not any(c.fused for c in rec.calls)
     for a, b in zip(outs, ref):
         assert_rel_close(a.float(), b, 5e-2)
+
+
+# --------------------------------------------------------------------------
+# bf16 on the CPU (autocast, as --amp trains)
+# --------------------------------------------------------------------------
+#: bound on the bf16 result's max-abs error relative to float32's largest
+#: magnitude, outputs and gradients (bf16 keeps 8 significant bits: about
+#: 4e-3 per rounding, a few roundings deep)
+BF16_RTOL = 5e-2
+
+
+def _bf16_run(model, x, train):
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        outs, grads = _run(model, x, train)
+    return [o.float() for o in outs], grads
+
+
+def test_depthwise_conv_function_under_cpu_autocast(monkeypatch):
+    """The FFT weight gradient serves bf16 training: the convolution and
+    its input gradient in bf16, the weight and bias gradients in float32,
+    each within bf16's bound of the float32 result."""
+    calls = []
+    fft_grad = fcvit_ops.depthwise_weight_grad_fft
+    monkeypatch.setattr(fcvit_ops, 'depthwise_weight_grad_fft',
+                        lambda *a: calls.append(a[0].dtype) or fft_grad(*a))
+    conv = nn.Conv2d(8, 8, 11, padding=5, groups=8)
+    x = torch.randn(2, 8, 9, 12).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    gy = torch.randn(2, 8, 9, 12)
+    ref = torch.autograd.grad(conv(x), (x, conv.weight, conv.bias), gy)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        y = fcvit_ops.depthwise_conv(x, conv, kernels='cpu')
+    assert y.dtype == torch.bfloat16
+    got = torch.autograd.grad(y, (x, conv.weight, conv.bias), gy.bfloat16())
+    assert [g.dtype for g in got] == [torch.float32] * 3
+    assert calls == [torch.bfloat16]
+    for a, b, n in zip(got, ref, ('input', 'weight', 'bias')):
+        assert_rel_close(a.float(), b, BF16_RTOL, n)
+
+
+@pytest.mark.parametrize('fast', [True, False])
+@pytest.mark.parametrize('train', [False, True])
+def test_backbone_bf16_autocast_close_to_float32(fast, train):
+    """Both formulations under CPU bf16 autocast (an odd size, every
+    branch weighted): outputs and every gradient within BF16_RTOL of the
+    float32 run; the weights' gradients stay float32."""
+    model = randomize_params(FCViT(arch=MINI, fast_path=fast))
+    x = torch.randn(2, 3, 70, 90)
+    out32, g32 = _run(model, x, train)
+    model.zero_grad()
+    out16, g16 = _bf16_run(model, x, train)
+    for i, (a, b) in enumerate(zip(out16, out32)):
+        assert_rel_close(a, b, BF16_RTOL, f'output {i}')
+    assert sorted(g16) == sorted(g32)
+    for n in g32:
+        assert g16[n].dtype == torch.float32, n
+        if any(s in n for s in BN_BIASES):
+            continue
+        assert_rel_close(g16[n], g32[n], BF16_RTOL, f'grad {n}')

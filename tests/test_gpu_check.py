@@ -191,8 +191,11 @@ def test_check_model_names():
     tv = build_backbone('resnet50-tv')
     assert type(tv).__module__.startswith('torchvision')
     assert tv(torch.randn(1, 3, 64, 64)).shape == (1, 2048)
-    assert build_backbone('fcvit-tiny-fast').fast_path is True
-    assert build_backbone('fcvit-tiny-plain').fast_path is False
+    fast = build_backbone('fcvit-tiny-fast')
+    assert fast.fast_path is True and fast.kernels == 'cpu'
+    assert build_backbone('fcvit-tiny-plain').kernels == 'plain'
+    # the kernels the check reports follow the model onto its device
+    assert fast.to('meta').kernels == 'standard'
     with pytest.raises(ValueError, match='exclude each other'):
         parse_fcvit_name('fcvit-tiny-plain-fast')
 
@@ -298,6 +301,8 @@ def test_dry_run_measuring_sections(tmp_path):
             assert c['status'] == 'ok', c
     assert len([k for k in cells if k.startswith('eager/')]) == 12
     assert cells['eager/fcvit-tiny/bf16/train']['peak_mib'] > 0
+    # the kernels the backbone runs on the check's device (the CPU here)
+    assert cells['eager/fcvit-tiny/bf16/train']['kernels'] == 'cpu'
     dense, = [c for c in cells.values() if c['section'] == 'dense']
     assert dense['ops'] == 'stand-in'
     assert dense['roi_layers'] == [

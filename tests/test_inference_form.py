@@ -1,7 +1,8 @@
 """FCViT's inference form (``switch_to_deploy``) and the ONNX forms of its
-one-group GroupNorm and global context: each rewrite is exact against the
-training form (float64 where possible), on odd sizes, batch 1 and 3, and
-the runtimes run the exported graph to float rounding."""
+one-group GroupNorm and global context (the ``'onnx'`` kernels): each
+rewrite is exact against the training form (float64 where possible), on odd
+sizes, batch 1 and 3, and the runtimes run the exported graph to float
+rounding."""
 import copy
 import warnings
 
@@ -41,11 +42,11 @@ def mini():
     return _randomised(FCViT(MINI, out_indices=(0, 1, 2, 3))).eval()
 
 
-@pytest.mark.parametrize('fast_path', [False, True])
+@pytest.mark.parametrize('kernels', ['plain', 'cpu', 'onnx'])
 @pytest.mark.parametrize('shape', [(1, 3, 97, 131), (3, 3, 64, 72)])
-def test_switch_to_deploy_is_exact(mini, fast_path, shape):
+def test_switch_to_deploy_is_exact(mini, kernels, shape):
     model = copy.deepcopy(mini).double()
-    model.fast_path = fast_path
+    model.kernels = kernels
     x = torch.randn(*shape, dtype=torch.float64)
     with torch.no_grad():
         ref = model(x)
@@ -73,7 +74,7 @@ def test_switch_to_deploy_is_exact_for_every_variant(dims, ratios):
     arch = dict(layers=[1] * 4, embed_dims=list(dims),
                 mlp_ratios=list(ratios))
     model = _randomised(FCViT(arch, out_indices=(3, ))).double().eval()
-    model.fast_path = False
+    model.kernels = 'plain'
     x = torch.randn(2, 3, 41, 57, dtype=torch.float64)
     with torch.no_grad():
         (ref, ) = model(x)
@@ -105,12 +106,16 @@ def test_switch_to_deploy_folds_what_it_says(mini):
 def test_global_context_onnx_form_is_exact():
     torch.manual_seed(0)
     gc = _randomised(GlobalContext(64)).double()
-    gc.fast_path = False
+    gc.kernels = 'plain'
+    onnx_gc = copy.deepcopy(gc)
+    onnx_gc.kernels = 'onnx'
     for shape in [(1, 64, 7, 9), (3, 64, 12, 5)]:
         x = torch.randn(*shape, dtype=torch.float64)
         with torch.no_grad():
             torch.testing.assert_close(gc._add_onnx(x), x + gc(x), rtol=0,
                                        atol=1e-12)
+            torch.testing.assert_close(onnx_gc.add_to(x), gc.add_to(x),
+                                       rtol=0, atol=1e-12)
 
 
 def _export(model, path, shape=(1, 3, 96, 128)):
@@ -126,7 +131,7 @@ def test_onnx_forms_in_the_graph_and_the_runtimes(mini, tmp_path):
     ort = pytest.importorskip('onnxruntime')
     from fcvit_mm.deploy.lowering import layer_norm_to_instance_norm
     model = copy.deepcopy(mini)
-    model.fast_path = False
+    model.kernels = 'onnx'
     model.switch_to_deploy()
     path = str(tmp_path / 'fcvit.onnx')
     _export(model, path)
@@ -171,8 +176,8 @@ def test_lowering_keeps_the_affine_and_leaves_the_rest(tmp_path):
             self.c = nn.LayerNorm(5)  # axis=-1: not ours, left alone
 
         def forward(self, x):
-            return self.c(ops.group_norm1(ops.group_norm1(x, self.a),
-                                          self.b))
+            a = ops.group_norm1(x, self.a, kernels='onnx')
+            return self.c(ops.group_norm1(a, self.b, kernels='onnx'))
 
     model = Two().eval()
     path = str(tmp_path / 'two.onnx')

@@ -121,21 +121,21 @@ def to_input(model: nn.Module, img: np.ndarray) -> torch.Tensor:
 def similarity_maps(backbone, block, inputs: torch.Tensor,
                     gc_index: int = 1) -> torch.Tensor:
     """(heads, h, w) similarity maps of ``block``'s GC ``gc_index``."""
+    from fcvit_mm.models.backbones.fcvit import using_kernels
     gc = getattr(block.token_mixer, f'gc{gc_index}')
     seen = {}
 
     def hook(module, args):
         seen['x'] = args[0]
 
-    fast = backbone.fast_path
-    backbone.fast_path = False  # the plain path calls the GC module
     handle = gc.register_forward_pre_hook(hook)
     try:
         backbone.eval()
-        backbone(inputs)
+        # the plain formulation calls the GC module
+        with using_kernels(backbone, 'plain'):
+            backbone(inputs)
     finally:
         handle.remove()
-        backbone.fast_path = fast
     if 'x' not in seen:
         raise RuntimeError('the chosen block did not run (is it after the '
                            "backbone's last out_indices stage?)")

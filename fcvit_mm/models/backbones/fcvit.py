@@ -11,19 +11,40 @@ weighted by its similarity to the image's mean token. The network is
 convolutional end to end: feature maps stay (B, C, H, W) tensors, no token
 sequence is ever formed.
 
-Each module below holds two formulations of its math side by side, chosen by
-its ``fast_path`` flag (:class:`FastPathMixin`; by default from the device
-of the input): the plain one, an op-by-op transcription of the reference
-(the default on CUDA and other devices), and the fast one (the default on
-CPU), the same function computed on channels-last tensors with the kernels
-of :mod:`fcvit_mm.models.backbones.fcvit_ops`. ``tests/test_fast_paths.py``
-checks that both give the same outputs and gradients. Inputs and outputs of
-:class:`FCViT` are ordinary NCHW tensors either way. A TorchScript-based
-ONNX export writes the one-group GroupNorms and the global context with
-fewer ops and 4-D tensors only (``fcvit_ops.group_norm1``,
-``GlobalContext._add_onnx``), and :meth:`FCViT.switch_to_deploy` gives the
-inference form that ``fcvit_mm.deploy`` exports
-(``tests/test_inference_form.py``).
+Each module below holds two formulations of its math side by side: the
+plain one, an op-by-op transcription of the reference on NCHW tensors, and
+the fast one, the same function computed on channels-last tensors with the
+kernels of :mod:`fcvit_mm.models.backbones.fcvit_ops`.
+``tests/test_fast_paths.py`` checks that both give the same outputs and
+gradients. Inputs and outputs of :class:`FCViT` are ordinary NCHW tensors
+either way.
+
+Which code runs is one name held by every module, its ``kernels``
+(:class:`FastPathMixin`), decided when the module's state changes (at
+construction, on ``.to()`` / ``.cuda()`` / ``.half()`` / ..., on setting
+``fast_path`` or ``kernels``), never per forward:
+
+* ``'plain'``: the plain formulation;
+* ``'onnx'``: the plain formulation with the one-group GroupNorms and the
+  global context's addition in their ONNX forms (fewer ops, 4-D tensors
+  only: ``fcvit_ops.group_norm1``, ``GlobalContext._add_onnx``), which
+  ``fcvit_mm.deploy`` sets for its exports; inference only;
+* ``'cpu'``, ``'cuda'``: the fast formulation with the CPU-tuned / the
+  CUDA (cuDNN, Triton) kernels;
+* ``'standard'``: the fast formulation with standard aten ops only (for
+  exporters and compilers).
+
+The constructor's ``fast_path`` (``'auto'``, True or False) and the
+parameters' device decide it (:func:`fcvit_ops.decide_kernels
+<fcvit_mm.models.backbones.fcvit_ops.decide_kernels>`: ``'auto'`` is
+``'cpu'`` on CPU, ``'plain'`` on CUDA and other devices); ``'standard'``
+and ``'onnx'`` are only ever set by hand (``model.kernels = 'onnx'``, or
+:func:`using_kernels` for a ``with`` block). Whatever the set, a forward
+that is compiled, exported or traced runs the ``'standard'`` kernels in
+place of ``'cpu'`` and ``'cuda'`` (:func:`fcvit_ops.running_kernels
+<fcvit_mm.models.backbones.fcvit_ops.running_kernels>`, the one per-call
+rule). :meth:`FCViT.switch_to_deploy` gives the inference form that
+``fcvit_mm.deploy`` exports (``tests/test_inference_form.py``).
 
 The module tree is built from small pieces (``GlobalContext``,
 ``TokenMixer``, ``ChannelMixer``, ``FCViTBlock``, ``FCViTStage``) and keeps
@@ -32,7 +53,8 @@ checkpoints convert with a plain key renaming
 (:func:`fcvit_mm.models.checkpoint.convert_reference_state_dict`), which a
 ``load_state_dict`` pre-hook applies whatever loads the model.
 """
-from typing import Dict, Optional, Sequence, Tuple, Union
+import contextlib
+from typing import Dict, Iterator, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -42,7 +64,8 @@ from mmcv.cnn import build_norm_layer
 from mmcv.cnn.bricks import DropPath
 from mmengine.logging import MMLogger
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, normal_init, trunc_normal_init
+from mmengine.model.weight_init import (constant_init, normal_init,
+                                        trunc_normal_init)
 from mmengine.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
@@ -60,26 +83,26 @@ def _gelu(x: torch.Tensor) -> torch.Tensor:
 
 
 class FastPathMixin:
-    """The ``fast_path`` switch of FCViT's modules.
+    """The ``fast_path`` switch and the decided ``kernels`` (module
+    docstring) of FCViT's modules with math of their own; a forward
+    branches on ``kernels`` only (:attr:`channels_last`: the fast
+    formulation).
 
-    Every module with math of its own (:class:`GlobalContext`,
-    :class:`TokenMixer`, :class:`ChannelMixer`, :class:`FCViTBlock`) holds
-    two equivalent formulations side by side: the plain one, an op-by-op
-    transcription of the reference on NCHW tensors, and the fast one, the
-    same function on channels-last tensors with the kernels of
-    :mod:`~fcvit_mm.models.backbones.fcvit_ops` (which pick, per call, the
-    kernels that the device, dtype, autograd state and tracing support:
-    the CPU-tuned ones never run on a GPU).
-
-    ``fast_path`` chooses the formulation (never the input's memory
-    layout): ``'auto'`` (the default) decides at each forward from the
-    input's device and dtype
-    (:func:`~fcvit_mm.models.backbones.fcvit_ops.fast_path_suits`: the fast
-    one on CPU, the plain one on CUDA and other devices, as measured);
-    ``True`` the fast one everywhere; ``False`` the plain one. Setting it
+    ``kernels`` is decided from ``fast_path`` and the parameters' device
+    (:func:`~fcvit_mm.models.backbones.fcvit_ops.decide_kernels`) at
+    construction, when ``fast_path`` is set, and after every ``.to()``,
+    ``.cuda()``, ``.half()``, ... (``_apply``). Set by hand, ``'plain'`` is
+    ``fast_path = False``, ``'cpu'`` / ``'cuda'`` are ``fast_path = True``
+    (refused unless the parameters are on that device), and ``'standard'``
+    / ``'onnx'`` hold over moves until ``fast_path`` is set, ``'onnx'``
+    (its GroupNorm has no backward) also until ``.train()``. Setting either
     on a module sets it on every FCViT module inside.
     """
     _fast_path: Union[bool, str] = 'auto'
+    #: the decided kernel set (:meth:`_decide_kernels`)
+    _kernels: str = 'plain'
+    #: ``'standard'`` or ``'onnx'`` when set by hand, else None
+    _kernels_pinned: Optional[str] = None
 
     @property
     def fast_path(self) -> Union[bool, str]:
@@ -88,15 +111,65 @@ class FastPathMixin:
     @fast_path.setter
     def fast_path(self, value: Union[bool, str]):
         value = parse_fast_path(value)
-        for m in self.modules():
-            if isinstance(m, FastPathMixin):
-                m._fast_path = value
+        for m in self._fcvit_modules():
+            m._fast_path = value
+            m._kernels_pinned = None
+            m._decide_kernels()
 
-    def _fast(self, x: torch.Tensor) -> bool:
-        """Whether this forward on ``x`` takes the fast formulation."""
-        if self._fast_path == 'auto':
-            return ops.fast_path_suits(x)
-        return self._fast_path
+    @property
+    def kernels(self) -> str:
+        """Which kernels run now (see the class doc); set it to choose."""
+        return self._kernels
+
+    @kernels.setter
+    def kernels(self, value: str):
+        if value not in ops.KERNELS:
+            raise ValueError(f'kernels must be one of {ops.KERNELS}, got '
+                             f'{value!r}')
+        if value == 'plain':
+            self.fast_path = False
+            return
+        if value in ('cpu', 'cuda'):
+            device = self._param_device()
+            if ops.device_kernels(device) != value:
+                raise ValueError(
+                    f"kernels={value!r} need the parameters on "
+                    f"{value.upper()}; they are on {device}: move the "
+                    f"model (.to()), or set fast_path=True")
+            self.fast_path = True
+            return
+        for m in self._fcvit_modules():
+            m._kernels_pinned = value
+            m._decide_kernels()
+
+    @property
+    def channels_last(self) -> bool:
+        """Whether the fast (channels-last) formulation runs."""
+        return self._kernels in ops.CHANNELS_LAST_KERNELS
+
+    def _fcvit_modules(self):
+        return (m for m in self.modules() if isinstance(m, FastPathMixin))
+
+    def _param_device(self) -> torch.device:
+        p = next(self.parameters(), None)
+        return torch.device('cpu') if p is None else p.device
+
+    def _decide_kernels(self) -> None:
+        """This module's ``kernels`` from its state (not its children's)."""
+        self._kernels = self._kernels_pinned or ops.decide_kernels(
+            self._fast_path, self._param_device())
+
+    def _apply(self, fn, *args, **kwargs):
+        result = super()._apply(fn, *args, **kwargs)
+        self._decide_kernels()  # the parameters may have moved
+        return result
+
+    def train(self, mode: bool = True):
+        result = super().train(mode)
+        if mode and self._kernels_pinned == 'onnx':
+            self._kernels_pinned = None
+            self._decide_kernels()
+        return result
 
 
 def parse_fast_path(value) -> Union[bool, str]:
@@ -109,6 +182,27 @@ def parse_fast_path(value) -> Union[bool, str]:
         return bool(value)
     raise ValueError(f"fast_path must be 'auto', True or False, got "
                      f'{value!r}')
+
+
+@contextlib.contextmanager
+def using_kernels(model: nn.Module, kernels: str) -> Iterator[nn.Module]:
+    """Every FCViT module of ``model`` on ``kernels`` inside the ``with``
+    block; each module's ``fast_path`` and ``kernels`` as they were after
+    it (re-decided for the parameters' device then)::
+
+        with using_kernels(model, 'plain'):
+            model(x)
+    """
+    mods = [m for m in model.modules() if isinstance(m, FastPathMixin)]
+    saved = [(m._fast_path, m._kernels_pinned) for m in mods]
+    try:
+        for m in mods:
+            m.kernels = kernels
+        yield model
+    finally:
+        for m, (fast_path, pinned) in zip(mods, saved):
+            m._fast_path, m._kernels_pinned = fast_path, pinned
+            m._decide_kernels()
 
 
 def _head_block_diag(v: torch.Tensor, heads: int,
@@ -163,6 +257,7 @@ class GlobalContext(FastPathMixin, nn.Module):
         self.rescale_bias = nn.Parameter(torch.zeros(heads))
         self.fc1 = nn.Linear(dim, 2 * hidden)
         self.fc2 = nn.Linear(hidden, dim)
+        self._decide_kernels()
 
     def similarity(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised token-to-global similarity, shape (B, heads, H, W).
@@ -175,7 +270,7 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def _similarity(self, x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
         """Scores (B, heads, H*W) of ``x`` against its mean token ``g``."""
-        if self._fast(x):
+        if self.channels_last:
             return self._similarity_fast(x, g)
         return self._similarity_plain(x, g)
 
@@ -211,7 +306,7 @@ class GlobalContext(FastPathMixin, nn.Module):
         return self.fc2(u)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast(x):
+        if self.channels_last:
             return self._add_fast(x, with_input=False)
         B, C, H, W = x.shape
         g = x.mean(dim=(2, 3))
@@ -221,11 +316,11 @@ class GlobalContext(FastPathMixin, nn.Module):
 
     def add_to(self, x: torch.Tensor) -> torch.Tensor:
         """``x + self(x)``; one fused product on the fast path (returned
-        channels-last there); in a TorchScript-based ONNX export the ONNX
-        form (:meth:`_add_onnx`)."""
-        if self._fast(x):
+        channels-last there); the ONNX form (:meth:`_add_onnx`) with the
+        ``'onnx'`` kernels."""
+        if self.channels_last:
             return self._add_fast(x, with_input=True)
-        if ops.onnx_export():
+        if self.kernels == 'onnx':
             return self._add_onnx(x)
         return x + self(x)
 
@@ -292,9 +387,10 @@ class TokenMixer(FastPathMixin, nn.Module):
         self.gc2 = GlobalContext(dim)
         self.dw2 = nn.Conv2d(dim, dim, kernel_size, padding=pad, groups=dim)
         self.fc2 = _pointwise_mlp(dim, hidden)
+        self._decide_kernels()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast(x):
+        if self.channels_last:
             return self._forward_fast(x)
         x = self.gc1.add_to(x)  # x + GC1(x)
         x = _gelu(self.fc1(self.dw1(x)))
@@ -302,19 +398,22 @@ class TokenMixer(FastPathMixin, nn.Module):
         return _gelu(self.fc2(self.dw2(x)))
 
     def _forward_fast(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernels
         x = self.gc1.add_to(x)
-        x = self._mlp_fast(self.fc1, ops.depthwise_conv(x, self.dw1))
+        x = self._mlp_fast(self.fc1, ops.depthwise_conv(x, self.dw1,
+                                                        kernels=k))
         x = self.gc2.add_to(x)
-        return self._mlp_fast(self.fc2, ops.depthwise_conv(x, self.dw2))
+        return self._mlp_fast(self.fc2, ops.depthwise_conv(x, self.dw2,
+                                                           kernels=k))
 
-    @staticmethod
-    def _mlp_fast(mlp: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    def _mlp_fast(self, mlp: nn.Sequential,
+                  x: torch.Tensor) -> torch.Tensor:
         """``GELU(mlp(x))`` on a channels-last ``x``."""
         first, last = mlp[0], mlp[2]
         h = ops.linear(ops.nhwc(x), first.weight.flatten(1), first.bias,
-                       gelu=True)
+                       gelu=True, kernels=self.kernels)
         return ops.nchw(ops.linear(h, last.weight.flatten(1), last.bias,
-                                   gelu=True))
+                                   gelu=True, kernels=self.kernels))
 
 
 def _drop_path_active(drop_path: nn.Module) -> bool:
@@ -341,9 +440,10 @@ class ChannelMixer(FastPathMixin, nn.Module):
         self.dwconv = nn.Conv2d(hidden, hidden, 3, padding=1, groups=hidden)
         self.fc2 = nn.Conv2d(hidden, dim, 1)
         self.drop = nn.Dropout(drop)
+        self._decide_kernels()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast(x):
+        if self.channels_last:
             return self.forward_fast(x)
         x = self.drop(_gelu(self.dwconv(self.fc1(x))))
         return self.drop(self.fc2(x))
@@ -389,21 +489,24 @@ class ChannelMixer(FastPathMixin, nn.Module):
         path_active = drop_path is not None and _drop_path_active(drop_path)
         drop_active = self.drop.p > 0 and self.drop.training
         add_in_chunk = residual and not path_active
+        k = self.kernels
         xl = ops.nhwc(x)
         outs = []
-        for xc in ops.batch_chunks(xl, self.fc1.out_channels):
+        for xc in ops.batch_chunks(xl, self.fc1.out_channels, kernels=k):
             if norm is not None:
-                xc_in = ops.normalize_nhwc(xc, norm.eps)
+                xc_in = ops.normalize_nhwc(xc, norm.eps, kernels=k)
             else:
                 xc_in = xc
             h = ops.nhwc(ops.depthwise_conv(
-                ops.nchw(ops.linear(xc_in, w1, b1)), self.dwconv, gelu=True))
+                ops.nchw(ops.linear(xc_in, w1, b1, kernels=k)), self.dwconv,
+                gelu=True, kernels=k))
             if drop_active:
-                y = self.drop(ops.linear(self.drop(h), w2, b2))
+                y = self.drop(ops.linear(self.drop(h), w2, b2, kernels=k))
                 outs.append(xc + y if add_in_chunk else y)
             else:
                 outs.append(ops.linear(
-                    h, w2, b2, residual=xc if add_in_chunk else None))
+                    h, w2, b2, residual=xc if add_in_chunk else None,
+                    kernels=k))
         out = outs[0] if len(outs) == 1 else torch.cat(outs)
         if path_active:
             out = drop_path(out)
@@ -448,6 +551,7 @@ class FCViTBlock(FastPathMixin, nn.Module):
             torch.full((dim, ), float(layer_scale_init_value)))
         self.drop_path = (
             DropPath(drop_path_rate) if drop_path_rate > 0 else nn.Identity())
+        self._decide_kernels()
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
@@ -461,10 +565,11 @@ class FCViTBlock(FastPathMixin, nn.Module):
         self.layer_scale_2 = None
 
     def _forward_plain(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernels
         x = x + self.drop_path(
             self.layer_scale_1.view(1, -1, 1, 1) *
-            self.token_mixer(ops.group_norm1(x, self.norm1)))
-        y = self.channel_mixer(ops.group_norm1(x, self.norm2))
+            self.token_mixer(ops.group_norm1(x, self.norm1, kernels=k)))
+        y = self.channel_mixer(ops.group_norm1(x, self.norm2, kernels=k))
         if self.layer_scale_2 is not None:  # None: folded into the mixer
             y = self.layer_scale_2.view(1, -1, 1, 1) * y
         return x + self.drop_path(y)
@@ -473,7 +578,8 @@ class FCViTBlock(FastPathMixin, nn.Module):
         x = ops.to_channels_last(x)
         n1 = self.norm1
         t = self.token_mixer(
-            ops.group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps))
+            ops.group_norm(x, n1.num_groups, n1.weight, n1.bias, n1.eps,
+                           kernels=self.kernels))
         ls = self.layer_scale_1.view(1, -1, 1, 1)
         if _drop_path_active(self.drop_path):
             x = x + self.drop_path(ls * t)
@@ -484,7 +590,7 @@ class FCViTBlock(FastPathMixin, nn.Module):
             drop_path=self.drop_path, residual=True)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._fast(x):
+        if self.channels_last:
             return self._forward_fast(x)
         return self._forward_plain(x)
 
@@ -563,19 +669,35 @@ class FCViT(FastPathMixin, BaseModule):
             Defaults to ``dict(type='BN')``.
         with_cp (bool): Activation checkpointing per block (saves memory,
             same results). Defaults to False.
-        fast_path (bool | str): ``'auto'`` follows the device of the
-            input: the fast formulation (channels-last tensors, kernels
-            chosen per device and dtype: CPU-tuned ones on CPU, GPU ones on
-            CUDA, standard ops when compiled or exported) on CPU, the plain
-            one on CUDA and every other device, in any dtype. True forces
-            the fast formulation, False the plain op-by-op transcription of
-            the reference, whatever the input's memory layout. Same math
-            either way; inputs and outputs stay ordinary NCHW tensors. Can
-            also be switched on a built model (or a single block) through
-            the ``fast_path`` attribute. Defaults to ``'auto'``.
+        fast_path (bool | str): The policy that decides :attr:`kernels`
+            with the parameters' device: ``'auto'`` runs the fast
+            formulation (channels-last tensors) with the CPU-tuned kernels
+            on CPU, the plain one on CUDA and every other device, in any
+            dtype; True the fast formulation with the device's kernels
+            (``'cpu'``, ``'cuda'``, else ``'standard'``); False the plain
+            op-by-op transcription of the reference, whatever the input's
+            memory layout. Same math either way; inputs and outputs stay
+            ordinary NCHW tensors. Can also be switched on a built model
+            (or a single block) through the ``fast_path`` attribute.
+            Defaults to ``'auto'``.
         init_cfg (dict | list[dict], optional): Initialisation config. A
             ``Pretrained`` entry accepts this project's checkpoints (with
             ``prefix``) and the reference's checkpoints as published.
+
+    Attributes:
+        kernels (str): Which kernels run now, decided from ``fast_path`` and
+            the parameters' device at construction and after every
+            ``.to()`` / ``.cuda()`` / ``.cpu()`` / ``.half()`` (never per
+            forward): ``'plain'`` (the plain formulation, NCHW),
+            ``'onnx'`` (the plain formulation with the ONNX forms of the
+            one-group GroupNorms and of the global context's addition;
+            inference only; ``fcvit_mm.deploy`` sets it for its exports),
+            ``'cpu'`` / ``'cuda'`` (the fast formulation with the CPU-tuned
+            / CUDA kernels), ``'standard'`` (the fast formulation with
+            standard aten ops only). Settable like ``fast_path``, on the
+            whole model or one block (:class:`FastPathMixin`). A compiled,
+            exported or traced forward runs ``'standard'`` in place of
+            ``'cpu'`` / ``'cuda'``.
     """
 
     arch_settings: Dict[str, dict] = {
@@ -771,8 +893,8 @@ class FCViT(FastPathMixin, BaseModule):
     # ------------------------------------------------------------------ #
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
         if x.dim() != 4:
-            raise ValueError(f'FCViT expects an NCHW batch (B, C, H, W: 4 dims), got '
-                             f'shape {tuple(x.shape)}')
+            raise ValueError(f'FCViT expects an NCHW batch (B, C, H, W: 4 '
+                             f'dims), got shape {tuple(x.shape)}')
         if x.shape[1] != self.in_channels:
             raise ValueError(f'FCViT was built for {self.in_channels} channels'
                              f', got an input with {x.shape[1]}')
@@ -783,7 +905,7 @@ class FCViT(FastPathMixin, BaseModule):
                 f'{x.shape[2]} x {x.shape[3]}')
         # fast path: channels-last inside; the plain path takes the input as
         # it comes; the outputs are ordinary (contiguous) NCHW tensors
-        fast = self._fast(x)
+        fast, k = self.channels_last, self.kernels
         if fast:
             x = ops.to_channels_last(x)
         x = self.patch_embed(x)
@@ -793,8 +915,8 @@ class FCViT(FastPathMixin, BaseModule):
             if i in self.out_indices:
                 norm = getattr(self, f'norm{i}')
                 out = ops.group_norm(x, norm.num_groups, norm.weight,
-                                     norm.bias, norm.eps) if fast else \
-                    ops.group_norm1(x, norm)
+                                     norm.bias, norm.eps, kernels=k) \
+                    if fast else ops.group_norm1(x, norm, kernels=k)
                 outs.append(out.contiguous())
             if i == self.out_indices[-1]:
                 break

@@ -199,8 +199,8 @@ def _stats_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _tile_counts(B: int, N: int, C: int, block_n: int, tiles: int,
-                 dtype, device) -> torch.Tensor:
+def _tile_counts(N: int, C: int, block_n: int, tiles: int, dtype,
+                 device) -> torch.Tensor:
     counts = torch.full((tiles, ), float(block_n * C), dtype=dtype,
                         device=device)
     counts[-1] = float((N - (tiles - 1) * block_n) * C)
@@ -222,7 +222,7 @@ class _GroupNorm1(torch.autograd.Function):
         _stats_kernel[(B, tiles)](x, part, N, C, BLOCK_N=block_n,
                                   BLOCK_C=block_c, ACC=acc)
         # Chan et al.: combine the tiles' means and squared deviations
-        counts = _tile_counts(B, N, C, block_n, tiles, sdt, x.device)
+        counts = _tile_counts(N, C, block_n, tiles, sdt, x.device)
         means, m2s = part[..., 0], part[..., 1]
         mean = (means * counts).sum(1) / (N * C)
         m2 = m2s.sum(1) + (counts * (means - mean[:, None]).square()).sum(1)

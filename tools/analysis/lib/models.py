@@ -10,9 +10,10 @@ import torch.nn.functional as F
 #: ResNet-50 (``resnet50-tv``: needs no mmpretrain, e.g. on a GPU machine
 #: that only has torch and torchvision)
 PEERS = ('resnet50', 'convnext-t', 'poolformer-s12', 'resnet50-tv')
-#: suffixes of ``fcvit-ARCH``: plain path (``fast_path=False``), fast path
-#: forced (``fast_path=True``; without either, the constructor's default),
-#: activation checkpointing, channels-last by hand
+#: suffixes of ``fcvit-ARCH``: plain path (``fast_path=False``: kernels
+#: ``'plain'``), fast path forced (``fast_path=True``: the device's kernels;
+#: without either, the constructor's default), activation checkpointing,
+#: channels-last by hand
 FCVIT_FLAGS = ('plain', 'cp', 'cl', 'fast')
 NAME_FORMAT = 'fcvit-ARCH[-plain][-cp][-cl][-fast]'
 
@@ -119,7 +120,8 @@ def fcvit_classifier(arch: str, num_classes: int = 1000) -> Classifier:
 
 
 def use_plain_path(model: nn.Module) -> nn.Module:
-    """Put every FCViT module of ``model`` on its plain path."""
+    """Put every FCViT module of ``model`` on its plain path (kernels
+    ``'plain'``)."""
     from fcvit_mm.models.backbones.fcvit import FastPathMixin
     for m in model.modules():
         if isinstance(m, FastPathMixin):
