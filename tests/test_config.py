@@ -23,14 +23,43 @@ CLS_CONFIG = osp.join(ROOT, 'configs', 'classification',
 # --------------------------------------------------------------------------
 def test_every_caller_uses_the_one_loader():
     from fcvit_mm import engine
-    from fcvit_mm.deploy import export, parts
+    from fcvit_mm.deploy import export, parts, runtime
     from tools.analysis.lib import models
-    assert engine.load_config is config_utils.load_config
-    assert engine.task_of is config_utils.task_of
-    assert export.load_config is config_utils.load_task_config
+    # one name each, in fcvit_mm.utils.config (not re-exported)
+    assert not hasattr(engine, 'load_config')
+    assert not hasattr(engine, 'task_of')
+    assert export.load_task_config is runtime.load_task_config \
+        is config_utils.load_task_config
     assert export.build_model is config_utils.build_model
-    assert export.task_of is parts.task_of is config_utils.model_task
+    assert export.model_task is parts.model_task is config_utils.model_task
     assert not hasattr(models, 'load_task_config')
+
+
+def test_config_helpers_go_by_their_own_names():
+    """No module of fcvit_mm.deploy, nor a deployment tool, holds a config
+    helper under another name (``load_config`` / ``task_of`` are
+    fcvit_mm.engine's functions of another signature)."""
+    import glob
+    import importlib
+    import re
+    helpers = [config_utils.load_task_config, config_utils.model_task,
+               config_utils.load_config, config_utils.library_of,
+               config_utils.build_model]
+    files = sorted(glob.glob(osp.join(ROOT, 'fcvit_mm', 'deploy', '*.py')))
+    for path in files:
+        name = osp.splitext(osp.basename(path))[0]
+        module = importlib.import_module(f'fcvit_mm.deploy.{name}')
+        for attr, value in vars(module).items():
+            for helper in helpers:
+                if value is helper:
+                    assert attr == helper.__name__, (name, attr)
+    files += glob.glob(osp.join(ROOT, 'tools', 'deployment', '*.py'))
+    for path in files:
+        with open(path) as f:
+            text = f.read()
+        assert not re.search(r'\bas (load_config|task_of)\b', text), path
+        assert not re.search(r'\bdeploy\.export import [^\n]*'
+                             r'\b(load_config|task_of)\b', text), path
 
 
 def test_load_config_file_package_path_and_config(tmp_path, capsys):
@@ -52,12 +81,12 @@ def test_load_config_file_package_path_and_config(tmp_path, capsys):
         config_utils.load_config('no_such_pkg::x.py')
 
 
-def test_task_of_config_and_of_model():
+def test_library_of_config_and_task_of_model():
     for scope in config_utils.TASK_LIBRARIES:
-        assert config_utils.task_of(Config(dict(default_scope=scope))) \
+        assert config_utils.library_of(Config(dict(default_scope=scope))) \
             == scope
     with pytest.raises(ValueError, match="default_scope='mmengine'"):
-        config_utils.task_of(Config(dict(default_scope='mmengine')))
+        config_utils.library_of(Config(dict(default_scope='mmengine')))
     with pytest.raises(NotImplementedError, match='Linear.*supported are'):
         config_utils.model_task(torch.nn.Linear(1, 1))
 
@@ -135,7 +164,7 @@ def test_cfg_option_at_the_top_level_near_miss_named_new_key_taken():
     """A ``--cfg-options`` key the config lacks at the top level: a near
     miss of a key the runner reads is named with the key meant; a new key
     (nothing close) is taken."""
-    from fcvit_mm.engine.user_errors import ConfigKeyError, check_cfg_options
+    from fcvit_mm.utils.config import ConfigKeyError, check_cfg_options
     cfg = Config(dict(default_scope='mmpretrain',
                       train_cfg=dict(by_epoch=True, max_epochs=1)))
     with pytest.raises(ConfigKeyError,

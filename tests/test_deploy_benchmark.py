@@ -1,8 +1,9 @@
 """tools/deployment/benchmark_onnx.py runs its whole code path (exports,
-PyTorch eager and compiled, ONNX Runtime and OpenVINO, the classifier,
-detection and segmentation end to end, both profilers) on tiny models and
-sizes with one repetition, so that it cannot rot. No timings are checked:
-the figures come from the full-size run (docs/deployment.md)."""
+PyTorch eager and compiled, ONNX Runtime and OpenVINO in float32 and bf16,
+the classifier, detection and segmentation end to end, both profilers) on
+tiny models and sizes with one repetition, so that it cannot rot. No
+timings are checked: the figures come from the full-size run
+(docs/deployment.md)."""
 import glob
 import importlib.util
 import os
@@ -23,6 +24,7 @@ SEG_TINY = 'configs/segmentation/demo_fpn_fcvit_tiny_shapes.py'
 
 
 def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
+    from fcvit_mm.deploy.backends import openvino_cpu_has_bf16
     tool = load_tool('deployment/benchmark_onnx')
     # the tiny models stand in for FCViT-B12 and the ResNet-50 baselines
     monkeypatch.setattr(tool, 'CLS', {'fcvit': (CLS_TINY, {}),
@@ -40,10 +42,17 @@ def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
         '--seg-size', '64', '64', '--repeats', '1', '--threads', '1',
         '--compile-backend', 'eager', '--profile'])
     out = capsys.readouterr().out
+    assert 'CPU flags: ' in out and 'amx_bf16' in out and 'avx512_bf16' in out
+    deployed = ['onnxruntime fp32', 'openvino fp32']
+    if openvino_cpu_has_bf16():  # a column of its own
+        deployed.append('openvino bf16')
+        assert 'openvino bf16 / openvino fp32: fcvit ' in out
+    else:
+        assert 'openvino bf16 left out: ' in out
     cls = results['cls']
     table = cls[2]  # each batch size of --batch runs the same code
-    assert set(table) == {'eager', 'compile', 'onnxruntime', 'openvino'}
-    for rt in ('onnxruntime', 'openvino'):
+    assert set(table) == {'eager', 'compile', *deployed}
+    for rt in deployed:
         assert set(table[rt]) == {'fcvit', 'fcvit-plain', 'baseline'}
         assert table[rt]['baseline'][1] == pytest.approx(1.0)
     for rt in ('eager', 'compile'):  # the model as the config builds it
@@ -51,18 +60,33 @@ def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
     for rt, rows in table.items():
         for speed, ratio in rows.values():
             assert speed > 0 and ratio > 0
-    for rt in ('onnxruntime', 'openvino'):
+    for rt in deployed:
         shares = cls['profile fcvit'][rt]
         assert sum(shares.values()) == pytest.approx(1.0)
         assert any(k.startswith(('Conv', 'Convolution')) for k in shares)
-    assert set(results['det']) == {'onnxruntime', 'openvino'}
-    assert set(results['seg']) == {'onnxruntime', 'openvino'}
+        assert f'{rt} profile of fcvit' in out
+    assert set(results['det']) == set(deployed)
+    assert set(results['seg']) == set(deployed)
     assert 'detection, 1 image 64 x 90 end to end' in out
-    assert 'onnxruntime profile of fcvit' in out
-    assert 'openvino profile of fcvit' in out
     # the exports and ONNX Runtime's trace went to temporary folders, gone
     # (torch.compile's own cache, torchinductor_<user>, may stay)
     assert os.listdir(tmp_path) == ['temp']
     left = [p for p in glob.glob(osp.join(str(temp), '*'))
             if not osp.basename(p).startswith('torchinductor_')]
     assert left == []
+
+
+def test_bf16_column_left_out_on_a_cpu_without_bf16(monkeypatch, capsys):
+    """Where OpenVINO cannot run bf16 (simulated), the benchmark leaves its
+    bf16 column out and says why; float32 columns stay."""
+    from fcvit_mm.deploy import backends
+    tool = load_tool('deployment/benchmark_onnx')
+    args = tool.parse_args(['--precision', 'fp32', 'bf16'])
+    assert 'openvino bf16' in tool.deployed_columns(args) or \
+        not backends.openvino_cpu_has_bf16()
+    monkeypatch.setattr(backends, 'openvino_cpu_has_bf16', lambda: False)
+    capsys.readouterr()
+    assert tool.deployed_columns(args) == {
+        'onnxruntime fp32': ('onnxruntime', 'fp32'),
+        'openvino fp32': ('openvino', 'fp32')}
+    assert 'openvino bf16 left out: ' in capsys.readouterr().out

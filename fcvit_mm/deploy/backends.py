@@ -1,29 +1,43 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""The runtimes that run an export's ONNX graphs, behind one small
-interface.
+"""The runtimes that run an export's ONNX graphs: one table,
+:data:`RUNTIMES`, that every caller reads (:func:`check_runtime`,
+:func:`open_session`, :func:`~fcvit_mm.deploy.init_onnx_model` and the
+``--runtime`` choices of the deployment tools).
 
-:func:`open_session` reads one ``.onnx`` file into a session of the runtime
-named (``'onnxruntime'`` or ``'openvino'``, both on the CPU). Every session
-offers the same two things, which is all :class:`~fcvit_mm.deploy.runtime.
-OnnxPart` uses:
+Each entry (:class:`Runtime`) names the package the runtime needs and how
+to install it, how it opens a session of one ``.onnx`` file, the
+precisions it runs and the options its sessions take. Adding a runtime is
+adding one entry (:func:`register_runtime` does it from outside). Every
+session offers the same things, which is all :class:`~fcvit_mm.deploy.
+runtime.OnnxPart` uses:
 
 * ``inputs``: the graph's inputs as :class:`InputSpec` (name, and shape with
   ``int`` for a fixed dimension and ``None`` or the dimension's name for a
   dynamic one);
 * ``run(feed)``: ``{input name: float32 array}`` -> the graph's outputs, a
-  list of numpy arrays in the graph's output order.
+  list of numpy arrays in the graph's output order;
+* ``runtime`` and ``precision``: its entry's name and the precision it
+  runs in.
 
+Precisions (:data:`PRECISIONS`): ``'fp32'``, the default of every runtime
+(float32, the parity with PyTorch of docs/deployment.md), and ``'bf16'``
+(OpenVINO only: bfloat16 inference precision, parity criteria of its own).
 ONNX Runtime is the ``deploy`` extra's; OpenVINO is the ``openvino`` extra
-(``pip install -e .[openvino]``). OpenVINO compiles the graph for the CPU
-with float32 inference precision forced (on CPUs with bf16 or fp16 support
-it would otherwise pick the lower precision).
+(``pip install -e .[openvino]``), compiled for the CPU with the inference
+precision asked set (on CPUs with bf16 support it would otherwise pick
+bf16 itself); on a CPU without bf16 support ``'bf16'`` runs float32, with a
+:class:`PrecisionFallbackWarning` that says why.
 """
+import importlib
+import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import (Any, Callable, Dict, List, Optional, Sequence, Tuple,
+                    Union)
 
 import numpy as np
 
-RUNTIMES = ('onnxruntime', 'openvino')
+#: precision name -> what it is
+PRECISIONS = {'fp32': 'float32', 'bf16': 'bfloat16'}
 #: the version of the ``openvino`` extra (requirements/constraints.txt)
 OPENVINO_VERSION = '2026.4.1'
 OPENVINO_INSTALL = (f'pip install -e .[openvino] (or: pip install '
@@ -41,24 +55,112 @@ class InputSpec:
     shape: Tuple[Dim, ...]
 
 
-def check_runtime(runtime: str) -> None:
-    """Raise a ValueError naming the valid runtimes if ``runtime`` is not
-    one, an ImportError naming the extra to install if its package is
-    missing."""
+@dataclass(frozen=True)
+class Runtime:
+    """One entry of :data:`RUNTIMES`.
+
+    Attributes:
+        name: what ``runtime=`` and the tools' ``--runtime`` take.
+        package: the module the runtime needs.
+        install: how to install it (said when it is missing).
+        session: ``session(path, threads, precision, **options)`` -> a
+            session of the graph at ``path`` (see the module's doc).
+        precisions: the precisions it runs (keys of :data:`PRECISIONS`).
+        options: the keyword options its sessions take beyond those.
+        unavailable: ``unavailable(precision)`` -> why this machine cannot
+            run ``precision`` (it then runs float32, saying why), or None.
+    """
+    name: str
+    package: str
+    install: str
+    session: Callable[..., Any]
+    precisions: Tuple[str, ...] = ('fp32', )
+    options: Tuple[str, ...] = ()
+    unavailable: Optional[Callable[[str], Optional[str]]] = None
+
+
+class PrecisionFallbackWarning(UserWarning):
+    """A precision asked of a runtime that this machine cannot run: the
+    session runs float32 instead."""
+
+
+def runtime_entry(runtime: str) -> Runtime:
+    """The entry of ``runtime`` in :data:`RUNTIMES`, or a ValueError naming
+    the valid ones."""
     if runtime not in RUNTIMES:
         raise ValueError(f'unknown runtime {runtime!r}: choose one of '
                          f'{", ".join(map(repr, RUNTIMES))}')
-    if runtime == 'openvino':
-        _openvino()
-    else:
-        try:
-            import onnxruntime  # noqa: F401
-        except ImportError as e:
-            raise ImportError('runtime=\'onnxruntime\' needs the '
-                              'onnxruntime package, which is not installed: '
-                              'pip install -e .[deploy]') from e
+    return RUNTIMES[runtime]
 
 
+def check_runtime(runtime: str, precision: str = 'fp32') -> Runtime:
+    """The entry of ``runtime``; a ValueError naming the valid runtimes or
+    the runtime's precisions if either is not one, an ImportError naming
+    what to install if its package is missing."""
+    entry = runtime_entry(runtime)
+    if precision not in entry.precisions:
+        raise ValueError(f'runtime={runtime!r} runs precision '
+                         f'{" or ".join(map(repr, entry.precisions))}, '
+                         f'not {precision!r}')
+    try:
+        importlib.import_module(entry.package)
+    except ImportError as e:
+        raise ImportError(f'runtime={runtime!r} needs the {entry.package} '
+                          f'package, which is not installed: '
+                          f'{entry.install}') from e
+    return entry
+
+
+def session_precision(runtime: str, precision: str = 'fp32') -> str:
+    """The precision a session of ``runtime`` runs when ``precision`` is
+    asked: ``precision``, or ``'fp32'`` with a
+    :class:`PrecisionFallbackWarning` naming why where this machine cannot
+    run it (e.g. bf16 on a CPU without bf16 support)."""
+    entry = check_runtime(runtime, precision)
+    reason = entry.unavailable(precision) if entry.unavailable else None
+    if reason is None:
+        return precision
+    warnings.warn(f'precision={precision!r} in {runtime}: {reason}; '
+                  f'running float32 (precision=\'fp32\') instead',
+                  PrecisionFallbackWarning, stacklevel=3)
+    return 'fp32'
+
+
+def open_session(path: str, runtime: str = 'onnxruntime',
+                 threads: Optional[int] = None, precision: str = 'fp32',
+                 **options):
+    """A session of the graph at ``path`` in ``runtime``, with ``threads``
+    intra-op threads (default: the runtime's choice), in ``precision``
+    (falling back to float32, saying why, where this machine cannot run
+    it: :func:`session_precision`); ``options`` are the runtime's own
+    (its entry's ``options``)."""
+    check_options(runtime, options)
+    precision = session_precision(runtime, precision)
+    return RUNTIMES[runtime].session(path, threads, precision, **options)
+
+
+def check_options(runtime: str, options: dict) -> None:
+    """Raise a ValueError naming the runtimes that take an option if
+    ``runtime`` does not take one of ``options``."""
+    entry = runtime_entry(runtime)
+    for name in options:
+        if name not in entry.options:
+            owners = [r for r, e in RUNTIMES.items() if name in e.options]
+            raise ValueError(f'{name} is an option of runtime '
+                             f'{" / ".join(map(repr, owners)) or "none"}, '
+                             f'not of runtime={runtime!r}')
+
+
+def register_runtime(entry: Runtime) -> Runtime:
+    """Add ``entry`` to :data:`RUNTIMES` (replacing one of the same name);
+    returns it."""
+    RUNTIMES[entry.name] = entry
+    return entry
+
+
+# --------------------------------------------------------------------------
+# ONNX Runtime
+# --------------------------------------------------------------------------
 def _lowered_for_onnxruntime(path: str) -> Union[str, bytes]:
     """The graph at ``path`` as ONNX Runtime gets it: the file itself, or
     its serialised bytes after :func:`~fcvit_mm.deploy.lowering.
@@ -73,12 +175,13 @@ def _lowered_for_onnxruntime(path: str) -> Union[str, bytes]:
 
 
 class OrtSession:
-    """An ONNX Runtime session of one graph.
+    """An ONNX Runtime session of one graph, float32.
 
     Args:
         path: the ``.onnx`` file.
         threads: intra-op threads (default: ONNX Runtime's choice); the
             inter-op pool is then one thread.
+        precision: ``'fp32'`` (the only one it runs).
         providers: execution providers (default: the CPU's).
         profile_prefix: turn on ONNX Runtime's profiler, writing its trace
             to files starting with this prefix (``session.end_profiling()``
@@ -87,9 +190,12 @@ class OrtSession:
     runtime = 'onnxruntime'
 
     def __init__(self, path: str, threads: Optional[int] = None,
+                 precision: str = 'fp32',
                  providers: Optional[Sequence[str]] = None,
                  profile_prefix: Optional[str] = None):
+        check_runtime(self.runtime, precision)
         import onnxruntime as ort
+        self.precision = precision
         opts = ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = threads
@@ -107,17 +213,13 @@ class OrtSession:
         return self.session.run(None, feed)
 
 
+# --------------------------------------------------------------------------
+# OpenVINO
+# --------------------------------------------------------------------------
 _core = None
-
-
-def _openvino():
-    try:
-        import openvino
-    except ImportError as e:
-        raise ImportError(f'runtime=\'openvino\' needs the openvino '
-                          f'package, which is not installed: '
-                          f'{OPENVINO_INSTALL}') from e
-    return openvino
+#: precision -> the name of OpenVINO's element type for
+#: ``INFERENCE_PRECISION_HINT``
+OPENVINO_TYPES = {'fp32': 'f32', 'bf16': 'bf16'}
 
 
 def openvino_core():
@@ -125,27 +227,57 @@ def openvino_core():
     are created once per Core)."""
     global _core
     if _core is None:
-        _core = _openvino().Core()
+        check_runtime('openvino')
+        import openvino
+        _core = openvino.Core()
     return _core
 
 
+def openvino_cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin runs bf16 on this CPU (``'BF16'`` in
+    its ``OPTIMIZATION_CAPABILITIES``)."""
+    return 'BF16' in openvino_core().get_property(
+        'CPU', 'OPTIMIZATION_CAPABILITIES')
+
+
+def _openvino_unavailable(precision: str) -> Optional[str]:
+    """Why OpenVINO does not run ``precision`` here: bf16 where its CPU
+    plugin has no BF16, or where :func:`fcvit_mm.utils.cpu.bf16_support`
+    says no (e.g. ``FCVIT_MM_CPU_BF16=0``)."""
+    from ..utils.cpu import bf16_support
+    if precision != 'bf16':
+        return None
+    if not openvino_cpu_has_bf16():
+        return ('this CPU has no bf16 support (OpenVINO\'s CPU '
+                'OPTIMIZATION_CAPABILITIES has no BF16)')
+    support = bf16_support()
+    return None if support.native else f'no native bf16: {support.reason}'
+
+
 class OpenVinoSession:
-    """An OpenVINO model of one graph, compiled for the CPU in float32.
+    """An OpenVINO model of one graph, compiled for the CPU with the
+    inference precision asked (``INFERENCE_PRECISION_HINT``).
 
     Args:
         path: the ``.onnx`` file (read by OpenVINO's ONNX front end; dynamic
             dimensions stay dynamic).
         threads: ``INFERENCE_NUM_THREADS`` (default: OpenVINO's choice).
+        precision: ``'fp32'`` or ``'bf16'`` (:func:`open_session` falls
+            back to ``'fp32'`` where the CPU has no bf16).
         profile: turn on OpenVINO's per-layer performance counters
             (``PERF_COUNT``), read with :meth:`profile`.
     """
     runtime = 'openvino'
 
     def __init__(self, path: str, threads: Optional[int] = None,
-                 profile: bool = False):
-        ov = _openvino()
+                 precision: str = 'fp32', profile: bool = False):
+        check_runtime(self.runtime, precision)
+        import openvino as ov
         core = openvino_core()
-        config: Dict[str, Any] = {'INFERENCE_PRECISION_HINT': ov.Type.f32}
+        self.precision = precision
+        config: Dict[str, Any] = {
+            'INFERENCE_PRECISION_HINT': getattr(ov.Type,
+                                                OPENVINO_TYPES[precision])}
         if threads:
             config['INFERENCE_NUM_THREADS'] = int(threads)
         if profile:
@@ -176,12 +308,11 @@ class OpenVinoSession:
                 if p.status == p.Status.EXECUTED]
 
 
-def open_session(path: str, runtime: str = 'onnxruntime',
-                 threads: Optional[int] = None, **kwargs):
-    """A session of the graph at ``path`` in ``runtime``; ``kwargs`` go to
-    the runtime's session class (:class:`OrtSession`,
-    :class:`OpenVinoSession`)."""
-    check_runtime(runtime)
-    if runtime == 'openvino':
-        return OpenVinoSession(path, threads, **kwargs)
-    return OrtSession(path, threads, **kwargs)
+#: name -> :class:`Runtime`: the runtimes an export runs in
+RUNTIMES: Dict[str, Runtime] = {entry.name: entry for entry in (
+    Runtime('onnxruntime', 'onnxruntime', 'pip install -e .[deploy]',
+            OrtSession, options=('providers', 'profile_prefix')),
+    Runtime('openvino', 'openvino', OPENVINO_INSTALL, OpenVinoSession,
+            precisions=('fp32', 'bf16'), options=('profile', ),
+            unavailable=_openvino_unavailable),
+)}

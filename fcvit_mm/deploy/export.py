@@ -19,9 +19,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 import torch.nn as nn
 
-from ..utils.config import build_model
-from ..utils.config import load_task_config as load_config
-from ..utils.config import model_task as task_of
+from ..utils.config import build_model, load_task_config, model_task
 from .backends import OrtSession
 from .parts import Part, build_parts, min_input_size
 from .rewrites import make_exportable
@@ -169,7 +167,7 @@ def set_backbone_form(model: nn.Module, form: str) -> None:
         return
     for m in model.modules():
         if isinstance(m, FastPathMixin):
-            m.fast_path = form == 'fast'
+            m.kernels = 'standard' if form == 'fast' else 'onnx'
         if form == 'deploy' and isinstance(m, FCViT):
             m.switch_to_deploy()
 
@@ -210,10 +208,10 @@ def export_model(config, checkpoint: Optional[str], out_dir: str, *,
     if batch < 1:
         raise ValueError(f'batch must be >= 1, got {batch}')
     config_name = config if isinstance(config, str) else 'the config'
-    cfg, scope = load_config(config, cfg_options)
+    cfg, scope = load_task_config(config, cfg_options)
     torch.manual_seed(seed)
     model = build_model(cfg)
-    task = task_of(model)
+    task = model_task(model)
     meta = load_weights(model, checkpoint, config_name) if checkpoint else {}
     set_backbone_form(model, backbone_form)
     make_exportable(model)

@@ -32,7 +32,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from ..utils.config import model_task as task_of
+from ..utils.config import model_task
 
 
 @dataclass
@@ -67,7 +67,7 @@ def build_parts(model: nn.Module, image: torch.Tensor,
                 num_rois: int = 8) -> List[Part]:
     """The parts of ``model`` (in eval mode) with example inputs derived
     from ``image`` (B, 3, H, W), the export size."""
-    task = task_of(model)
+    task = model_task(model)
     if task == 'classification':
         return [Part('classifier',
                      lambda x: model.head(model.extract_feat(x)), (image, ),

@@ -1,15 +1,17 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Run an export of :func:`fcvit_mm.deploy.export_model` in ONNX Runtime or
-OpenVINO.
+"""Run an export of :func:`fcvit_mm.deploy.export_model` in a runtime of
+:data:`fcvit_mm.deploy.backends.RUNTIMES` (ONNX Runtime, OpenVINO).
 
 :func:`init_onnx_model` returns the library's own model, built from the
 exported config without weights, whose network parts are answered by
-sessions of the runtime chosen (:mod:`fcvit_mm.deploy.backends`).
+sessions of the runtime chosen (:mod:`fcvit_mm.deploy.backends`), in the
+precision chosen.
 Everything else (test pipeline, data preprocessor, post-processing) is the
 library's code, so its inference functions take the model as they take a
 PyTorch one::
 
-    model = init_onnx_model('work_dirs/maskrcnn_onnx')  # runtime='openvino'
+    model = init_onnx_model('work_dirs/maskrcnn_onnx')
+    # or runtime='openvino', and precision='bf16' on a CPU with bf16
     result = mmdet.apis.inference_detector(model, 'demo.jpg')
 """
 import json
@@ -20,8 +22,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from .backends import check_runtime, open_session
-from .export import FORMAT_VERSION, MANIFEST, load_config
+from ..utils.config import load_task_config
+from .backends import check_options, open_session, session_precision
+from .export import FORMAT_VERSION, MANIFEST
 from .parts import resolve
 from .structure import flatten, unflatten
 
@@ -118,33 +121,37 @@ def init_library_model(config, checkpoint: Optional[str] = None
     """The PyTorch model of ``config`` (a file, ``pkg::path`` or a Config)
     with the weights of ``checkpoint``, as the library's own init function
     loads it, on CPU."""
-    cfg, scope = load_config(config)
+    cfg, scope = load_task_config(config)
     return _library_model(cfg, scope, checkpoint)
 
 
 def init_onnx_model(export_dir: str, threads: Optional[int] = None,
                     providers: Optional[List[str]] = None,
-                    runtime: str = 'onnxruntime') -> nn.Module:
-    """The library model of an export, its network run by ONNX Runtime or
-    OpenVINO.
+                    runtime: str = 'onnxruntime',
+                    precision: str = 'fp32') -> nn.Module:
+    """The library model of an export, its network run by ``runtime``.
 
     Args:
         export_dir: folder written by :func:`fcvit_mm.deploy.export_model`.
         threads: the runtime's intra-op threads (default: its own choice).
         providers: ONNX Runtime execution providers (default: CPU); only
-            with ``runtime='onnxruntime'``.
-        runtime: ``'onnxruntime'`` (the ``deploy`` extra) or
-            ``'openvino'`` (the ``openvino`` extra, on the CPU, float32).
+            with a runtime that takes them (``'onnxruntime'``).
+        runtime: a name of :data:`~fcvit_mm.deploy.backends.RUNTIMES`:
+            ``'onnxruntime'`` (the ``deploy`` extra) or ``'openvino'``
+            (the ``openvino`` extra, on the CPU).
+        precision: ``'fp32'`` (the default: float32, parity with PyTorch
+            as docs/deployment.md states it) or ``'bf16'`` (OpenVINO only:
+            faster on CPUs with bf16 units, parity criteria of its own; on
+            a CPU without bf16 support it runs float32 and warns why).
+            ``model.onnx_precision`` says which runs.
     """
     import warnings
 
-    check_runtime(runtime)
-    if providers and runtime != 'onnxruntime':
-        raise ValueError(f'providers are ONNX Runtime\'s; runtime='
-                         f'{runtime!r} runs on the CPU')
     options = dict(providers=providers) if providers else {}
+    check_options(runtime, options)
+    precision = session_precision(runtime, precision)  # warns once
     manifest = read_manifest(export_dir)
-    cfg, scope = load_config(osp.join(export_dir, manifest['config']))
+    cfg, scope = load_task_config(osp.join(export_dir, manifest['config']))
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # no checkpoint: meta comes below
         model = _library_model(cfg, scope)
@@ -158,7 +165,7 @@ def init_onnx_model(export_dir: str, threads: Optional[int] = None,
     model.onnx_parts = {}
     for entry in manifest['parts']:
         session = open_session(osp.join(export_dir, entry['file']), runtime,
-                               threads, **options)
+                               threads, precision, **options)
         part = OnnxPart(session, entry, manifest.get('min_size'))
         owner, attr = resolve(model, entry['replaces'])
         setattr(owner, attr, part)
@@ -168,4 +175,5 @@ def init_onnx_model(export_dir: str, threads: Optional[int] = None,
         model.onnx_parts[entry['name']] = part
     model.onnx_manifest = manifest
     model.onnx_runtime = runtime
+    model.onnx_precision = precision
     return model.eval()

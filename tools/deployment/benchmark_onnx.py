@@ -2,8 +2,12 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
 """Deployed speed of FCViT models against their ResNet-50 peers, in one
 run: PyTorch eager, ``torch.compile``, and the same ONNX export
-(tools/deployment/export_onnx.py's settings, random weights) in ONNX Runtime
-and in OpenVINO.
+(tools/deployment/export_onnx.py's settings, random weights) in each
+runtime of ``fcvit_mm.deploy.backends.RUNTIMES`` (ONNX Runtime, OpenVINO)
+and each precision of ``--precision`` that the runtime runs (float32, and
+bf16 in OpenVINO; a column each, e.g. ``openvino bf16``). The run starts by
+saying which bf16 units the CPU has (``/proc/cpuinfo``: AMX, AVX-512 bf16)
+and leaves out bf16 where OpenVINO cannot run it on this CPU.
 
 * ``cls``: the FCViT-B12 ImageNet classifier (the export's default form, and
   a row for the plain-path export) against mmpretrain's ResNet-50, the
@@ -18,14 +22,15 @@ and in OpenVINO.
   image end to end through ``init_onnx_model`` and ``inference_model``.
 
 Repetitions are interleaved across models and runtimes and the median is
-reported, with the ratio to the ResNet-50 model in the same runtime (the
-last model of each table is the baseline). ``--profile`` adds the time per
-operator type of the FCViT and ResNet-50 classifier graphs in both
-runtimes: ONNX Runtime's profiler (its trace is written to a temporary
-folder and deleted) and OpenVINO's per-layer performance counters.
+reported, with the ratio to the ResNet-50 model in the same runtime and
+precision (the last model of each table is the baseline), and each bf16
+column's speed-up over the same runtime's float32. ``--profile`` adds the
+time per operator type of the FCViT and ResNet-50 classifier graphs in each
+column: ONNX Runtime's profiler (its trace is written to a temporary folder
+and deleted) and OpenVINO's per-layer performance counters.
 
     python tools/deployment/benchmark_onnx.py --tasks cls det seg \\
-        --batch 8 1 --threads 2 --profile
+        --batch 8 1 --threads 2 --precision fp32 bf16 --profile
 """
 import argparse
 import math
@@ -51,26 +56,35 @@ DET = {'maskrcnn-fcvit-b12': ('configs/detection/maskrcnn_fcvit_b12.py', {}),
        'maskrcnn-r50': ('mmdet::mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py', {})}
 SEG = {'fpn-fcvit-b12': ('configs/segmentation/fpn_fcvit_b12_ade20k.py', {}),
        'fpn-r50': ('mmseg::sem_fpn/fpn_r50_4xb4-160k_ade20k-512x512.py', {})}
-DEPLOYED = ('onnxruntime', 'openvino')
-RUNTIMES = ('eager', 'compile') + DEPLOYED
+#: the PyTorch columns (classifier only)
+PYTORCH = ('eager', 'compile')
 
 
 def parse_args(argv=None):
+    from fcvit_mm.deploy.backends import PRECISIONS, RUNTIMES
+    choices = list(PYTORCH) + list(RUNTIMES)
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--tasks', nargs='+', choices=['cls', 'det', 'seg'],
                    default=['cls', 'det', 'seg'])
-    p.add_argument('--runtimes', nargs='+', choices=RUNTIMES,
-                   default=list(RUNTIMES),
-                   help='eager and compile: PyTorch (classifier only)')
-    p.add_argument('--no-compile', action='store_true',
-                   help='leave out torch.compile (inductor compiles the '
-                   'models for minutes on 2 cores)')
-    p.add_argument('--compile-backend', default='inductor',
-                   help='torch.compile backend')
-    p.add_argument('--freezing', action='store_true',
-                   help="inductor's freezing (torch._inductor.config."
-                   "freezing = True: weights taken as constants, PyTorch's "
-                   'advice for CPU inference), for every compiled model')
+    p.add_argument('--runtimes', nargs='+', choices=choices,
+                   default=choices,
+                   help='eager and compile: PyTorch (classifier only); the '
+                   'others: the deployment runtimes')
+    p.add_argument('--precision', nargs='+', choices=list(PRECISIONS),
+                   default=list(PRECISIONS),
+                   help='precisions of the deployed columns, each where the '
+                   'runtime runs it (default: all)')
+    compiled = p.add_argument_group('the torch.compile column')
+    compiled.add_argument('--no-compile', action='store_true',
+                          help='leave it out (inductor compiles the models '
+                          'for minutes on 2 cores)')
+    compiled.add_argument('--freezing', action='store_true',
+                          help="inductor's freezing (torch._inductor.config."
+                          "freezing = True: weights taken as constants, "
+                          "PyTorch's advice for CPU inference), for every "
+                          'compiled model')
+    compiled.add_argument('--compile-backend', default='inductor',
+                          help='its backend (default: inductor)')
     p.add_argument('--threads', type=int, default=2,
                    help='threads of every runtime')
     p.add_argument('--batch', type=int, nargs='+', default=[8, 1],
@@ -85,7 +99,7 @@ def parse_args(argv=None):
     p.add_argument('--exporter', default='torchscript')
     p.add_argument('--profile', action='store_true',
                    help='time per operator type of the classifier graphs in '
-                   'both runtimes')
+                   'each deployed column')
     p.add_argument('--work-dir', help='where the exports go (default: a '
                    'temporary folder, deleted at the end)')
     args = p.parse_args(argv)
@@ -116,11 +130,39 @@ def _export(name, path, options, args, shape, work, cfg_options=None):
     return out
 
 
+def deployed_columns(args) -> dict:
+    """label (``'<runtime> <precision>'``) -> (runtime, precision) of the
+    deployed columns: each runtime of ``args.runtimes`` in each precision
+    of ``args.precision`` that it runs on this machine (one left out is
+    said)."""
+    import warnings
+
+    from fcvit_mm.deploy.backends import (RUNTIMES, PrecisionFallbackWarning,
+                                          session_precision)
+    columns = {}
+    for rt in args.runtimes:
+        if rt not in RUNTIMES:
+            continue
+        for precision in args.precision:
+            if precision not in RUNTIMES[rt].precisions:
+                continue
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter('always', PrecisionFallbackWarning)
+                runs = session_precision(rt, precision)
+            if runs != precision:
+                print(f'{rt} {precision} left out: {caught[0].message}')
+                continue
+            columns[f'{rt} {precision}'] = (rt, precision)
+    return columns
+
+
 def _deployed(out, args):
-    """runtime -> the export's library model in that runtime."""
+    """column label -> the export's library model in that runtime and
+    precision."""
     from fcvit_mm.deploy import init_onnx_model
-    return {rt: init_onnx_model(out, threads=args.threads, runtime=rt)
-            for rt in DEPLOYED if rt in args.runtimes}
+    return {label: init_onnx_model(out, threads=args.threads, runtime=rt,
+                                   precision=precision)
+            for label, (rt, precision) in args.columns.items()}
 
 
 def _pad32(size):
@@ -136,10 +178,12 @@ def _interleaved(fns: dict, repeats: int) -> dict:
 
 
 def _report(title, per_image: dict, models, baseline: str) -> dict:
-    """Print images/s and the ratio to ``baseline`` in the same runtime;
-    ``per_image``: (runtime, model) -> seconds per image. Returns
-    {runtime: {model: (images/s, ratio or None)}}."""
-    runtimes = [rt for rt in RUNTIMES if any(k[0] == rt for k in per_image)]
+    """Print images/s and the ratio to ``baseline`` in the same column
+    (runtime and precision), then each bf16 column's speed-up over float32
+    in the same runtime; ``per_image``: (column, model) -> seconds per
+    image. Returns {column: {model: (images/s, ratio or None)}}."""
+    runtimes = sorted(dict.fromkeys(k[0] for k in per_image),
+                      key=lambda column: column not in PYTORCH)
     print(f'\n{title}\n  images/s (ratio to {baseline} in the same '
           'runtime)')
     print('  ' + f'{"model":22s}' + ''.join(f'{rt:>20s}' for rt in runtimes))
@@ -157,13 +201,19 @@ def _report(title, per_image: dict, models, baseline: str) -> dict:
             cells.append(f'{1 / sec:11.3g} ' + (f'{ratio:6.2f}x' if ratio
                                                  else f'{"-":>7s}'))
         print(f'  {model:22s}' + ''.join(cells))
+    for rt in runtimes:
+        fp32 = rt.replace(' bf16', ' fp32')
+        if rt.endswith(' bf16') and fp32 in table:
+            print(f'  {rt} / {fp32}: ' + ', '.join(
+                f'{m} {table[rt][m][0] / table[fp32][m][0]:.2f}x'
+                for m in models if m in table[rt] and m in table[fp32]))
     return dict(table)
 
 
 def bench_cls(args, work) -> dict:
     import torch
 
-    from fcvit_mm.deploy.export import build_model, load_config
+    from fcvit_mm.utils.config import build_model, load_task_config
     size = (args.size, args.size)
     fns, graphs = {}, {}
     for name, (path, options) in CLS.items():
@@ -176,7 +226,7 @@ def bench_cls(args, work) -> dict:
         if options or not {'eager', 'compile'} & set(args.runtimes):
             continue  # PyTorch rows: the model as the config builds it
         torch.manual_seed(0)
-        model = build_model(load_config(_config(path))[0])
+        model = build_model(load_task_config(_config(path))[0])
 
         def logits(x, model=model):
             return model.head(model.extract_feat(x))
@@ -266,21 +316,21 @@ def _op_kind_ov(node_type: str, exec_type: str) -> str:
 
 def profile(path, x, args, runs=3, top=10) -> dict:
     """Share of operator time per operator type of one graph over ``runs``
-    runs after a warm-up run, in each deployed runtime: {runtime: {kind:
-    share}}."""
+    runs after a warm-up run, in each deployed column whose runtime has a
+    profiler (ONNX Runtime, OpenVINO): {column: {kind: share}}."""
     import json
 
-    from fcvit_mm.deploy.backends import OpenVinoSession, OrtSession
+    from fcvit_mm.deploy.backends import open_session
     feed_x = x.numpy()
     shares = {}
-    for rt in DEPLOYED:
-        if rt not in args.runtimes:
+    for label, (rt, precision) in args.columns.items():
+        if rt not in ('onnxruntime', 'openvino'):
             continue
         by_op = defaultdict(float)
         if rt == 'onnxruntime':
             with tempfile.TemporaryDirectory() as tmp:
-                sess = OrtSession(path, args.threads,
-                                  profile_prefix=osp.join(tmp, 'ort'))
+                sess = open_session(path, rt, args.threads, precision,
+                                    profile_prefix=osp.join(tmp, 'ort'))
                 for _ in range(runs + 1):
                     sess.run({sess.inputs[0].name: feed_x})
                 with open(sess.session.end_profiling()) as f:
@@ -292,18 +342,19 @@ def profile(path, x, args, runs=3, top=10) -> dict:
                         and e['name'].endswith('_kernel_time')):
                     by_op[_op_kind_ort(e['args'])] += e['dur']
         else:
-            sess = OpenVinoSession(path, args.threads, profile=True)
+            sess = open_session(path, rt, args.threads, precision,
+                                profile=True)
             sess.run({sess.inputs[0].name: feed_x})  # warm-up
             for _ in range(runs):
                 sess.run({sess.inputs[0].name: feed_x})
                 for node_type, exec_type, us in sess.profile():
                     by_op[_op_kind_ov(node_type, exec_type)] += us
         total = sum(by_op.values()) or 1.0
-        shares[rt] = {k: v / total for k, v in by_op.items()}
-        print(f'\n  {rt} profile of {osp.basename(osp.dirname(path))} '
+        shares[label] = {k: v / total for k, v in by_op.items()}
+        print(f'\n  {label} profile of {osp.basename(osp.dirname(path))} '
               f'(share of operator time):')
-        for op, share in sorted(shares[rt].items(), key=lambda kv: -kv[1])[
-                :top]:
+        for op, share in sorted(shares[label].items(),
+                                key=lambda kv: -kv[1])[:top]:
             print(f'    {op:24s} {100 * share:5.1f}%')
     return shares
 
@@ -316,9 +367,13 @@ def main(argv=None) -> dict:
     if not args.work_dir:
         tmp = tempfile.TemporaryDirectory(prefix='fcvit_onnx_bench_')
     args.work = args.work_dir or tmp.name
+    from fcvit_mm.utils.cpu import describe_cpu
+    print(describe_cpu())  # AMX, AVX-512 bf16
+    args.columns = deployed_columns(args)
+    columns = [r for r in args.runtimes if r in PYTORCH] + list(args.columns)
     print(f'exports under {args.work}; opset {args.opset}, {args.exporter} '
-          f'exporter, dynamic shapes, random weights; runtimes '
-          f'{", ".join(args.runtimes)}')
+          f'exporter, dynamic shapes, random weights; columns '
+          f'{", ".join(columns)}')
     results = {}
     try:
         if 'cls' in args.tasks:
