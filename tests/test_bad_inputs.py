@@ -1,7 +1,8 @@
-"""Bad data and misspelt config keys (issue 16, items 3 and 5), through
-``tools/train.py`` and ``tools/test.py`` on generated data: every problem
-is named (file, value, config key) before or as the data is loaded,
-instead of training silently on less data or failing deep in a library."""
+"""Bad data (COCO annotations, images, label maps, class counts) and
+misspelt config keys, through ``tools/train.py`` and ``tools/test.py`` on
+generated data: every problem is named (file, value, config key) before or
+as the data is loaded, instead of training silently on less data or
+failing deep in a library."""
 import json
 import os
 import os.path as osp

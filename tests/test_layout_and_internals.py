@@ -16,6 +16,10 @@ import pytest
 from conftest import ROOT
 
 PACKAGE = osp.join(ROOT, 'fcvit_mm')
+TOOLS = osp.join(ROOT, 'tools')
+INTERNALS = osp.join(PACKAGE, 'internals.py')
+#: top-level packages of this project (their private names are their own)
+OURS = ('fcvit_mm', 'tools')
 
 
 def _module_name(path):
@@ -161,6 +165,9 @@ def test_import_registers_and_changes_only_what_internals_lists():
 PUBLIC_UNDERSCORE = {
     '_exit',  # os._exit, documented
 }
+#: the prefix of the project's own marks on other objects (a function's
+#: ``_fcvit_float32_island``)
+OWN_PREFIX = '_fcvit'
 
 
 def _is_private(name):
@@ -168,67 +175,96 @@ def _is_private(name):
         len(name) > 1
 
 
-def _private_names_of_the_package():
-    """(names fcvit_mm defines, {private name fcvit_mm's code uses: where})
-    over its sources: attributes, imported names and modules, and string
-    constants (as given to getattr) that start with one underscore."""
+def _sources():
+    """The Python files of fcvit_mm (but internals.py) and of tools/."""
+    for top in (PACKAGE, TOOLS):
+        for folder, _, files in os.walk(top):
+            for file in files:
+                path = osp.join(folder, file)
+                if file.endswith('.py') and path != INTERNALS:
+                    yield path
+
+
+def _private_names_of_the_project():
+    """(names fcvit_mm and its tools define, {private name of another
+    library their code uses: where}) over their sources: attributes,
+    imported names and modules, and string constants (as given to getattr,
+    not text: :func:`_text_only`) that start with one underscore."""
     defined, used = set(), {}
-    for folder, _, files in os.walk(PACKAGE):
-        for file in files:
-            if not file.endswith('.py') or file == 'internals.py':
-                continue
-            path = osp.join(folder, file)
-            where = osp.relpath(path, ROOT)
-            tree = ast.parse(open(path).read())
-            docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                          if isinstance(n, (ast.Module, ast.ClassDef,
-                                            ast.FunctionDef))
-                          and n.body and isinstance(n.body[0], ast.Expr)}
-            for node in ast.walk(tree):
-                if isinstance(node, (ast.FunctionDef, ast.ClassDef,
-                                     ast.AsyncFunctionDef)):
-                    defined.add(node.name)
-                elif isinstance(node, ast.Name) and \
+    for path in _sources():
+        where = osp.relpath(path, ROOT)
+        tree = ast.parse(open(path).read())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef,
+                                        ast.FunctionDef))
+                      and n.body and isinstance(n.body[0], ast.Expr)}
+        parents = {id(child): n for n in ast.walk(tree)
+                   for child in ast.iter_child_nodes(n)}
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef,
+                                 ast.AsyncFunctionDef)):
+                defined.add(node.name)
+            elif isinstance(node, ast.Name) and \
+                    isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+            elif isinstance(node, ast.arg):
+                defined.add(node.arg)
+            elif isinstance(node, ast.Attribute):
+                owner = node.value
+                if isinstance(owner, ast.Name) and \
+                        owner.id in ('self', 'cls') and \
                         isinstance(node.ctx, ast.Store):
-                    defined.add(node.id)
-                elif isinstance(node, ast.arg):
-                    defined.add(node.arg)
-                elif isinstance(node, ast.Attribute):
-                    owner = node.value
-                    if isinstance(owner, ast.Name) and \
-                            owner.id in ('self', 'cls') and \
-                            isinstance(node.ctx, ast.Store):
-                        defined.add(node.attr)
-                    elif _is_private(node.attr):
-                        used.setdefault(node.attr, where)
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 \
-                        and not node.module.startswith('fcvit_mm'):
-                    for name in node.module.split('.') + [
-                            a.name for a in node.names]:
-                        if _is_private(name):
-                            used.setdefault(name, where)
-                elif isinstance(node, ast.Constant) and \
-                        isinstance(node.value, str) and \
-                        id(node) not in docstrings and \
-                        _is_private(node.value) and \
-                        node.value.isidentifier():
-                    used.setdefault(node.value, where)
+                    defined.add(node.attr)
+                elif _is_private(node.attr):
+                    used.setdefault(node.attr, where)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 \
+                    and not node.module.startswith(OURS):
+                for name in node.module.split('.') + [
+                        a.name for a in node.names]:
+                    if _is_private(name):
+                        used.setdefault(name, where)
+            elif isinstance(node, ast.Import):
+                for name in (part for a in node.names
+                             if not a.name.startswith(OURS)
+                             for part in a.name.split('.')):
+                    if _is_private(name):
+                        used.setdefault(name, where)
+            elif isinstance(node, ast.Constant) and \
+                    isinstance(node.value, str) and \
+                    id(node) not in docstrings and \
+                    _is_private(node.value) and \
+                    node.value.isidentifier() and \
+                    not _text_only(node, parents.get(id(node))):
+                used.setdefault(node.value, where)
     return defined, used
 
 
+def _text_only(constant, parent):
+    """Whether a string constant is text, not an attribute's name: a part
+    looked for in other text (``'_dw' in name``, ``.endswith(...)``) or an
+    environment variable's name (upper case)."""
+    if constant.value.isupper() or isinstance(parent, ast.Compare):
+        return True
+    return isinstance(parent, ast.Call) and \
+        isinstance(parent.func, ast.Attribute) and \
+        parent.func.attr in ('startswith', 'endswith')
+
+
 def test_every_private_name_used_is_listed():
-    """A private name of another library used anywhere in fcvit_mm is
-    listed in fcvit_mm/internals.py (so that an upgrade that removes it is
-    named by test_every_private_name_is_there)."""
+    """A private name of another library used anywhere in fcvit_mm or its
+    tools is listed in fcvit_mm/internals.py (so that an upgrade that
+    removes it is named by test_every_private_name_is_there)."""
     from fcvit_mm import internals
     listed = set(internals.RUNNER_ATTRIBUTES)
-    for spec in internals.PRIVATE_NAMES:
-        listed.update(spec.partition(':')[2].split('.'))
+    for spec in internals.PRIVATE_NAMES:  # the modules' names too
+        listed.update(spec.replace(':', '.').split('.'))
     listed.update(attr for _, attr in internals.SOURCE_ATTRIBUTES)
-    defined, used = _private_names_of_the_package()
-    assert '_convolution_pointwise' in used  # the walk sees the uses
+    defined, used = _private_names_of_the_project()
+    # the walk sees the uses (attributes; a module imported by its name)
+    assert '_convolution_pointwise' in used and '_inductor' in used
     unlisted = {name: where for name, where in used.items()
-                if name not in defined | listed | PUBLIC_UNDERSCORE}
+                if name not in defined | listed | PUBLIC_UNDERSCORE
+                and not name.startswith(OWN_PREFIX)}
     assert not unlisted, (
         'private names of other libraries used but not listed in '
         f'fcvit_mm/internals.py: {unlisted}')
@@ -249,6 +285,18 @@ def test_a_removed_instance_attribute_is_named(monkeypatch):
                '(._no_such_attribute) is gone' in m and 'a test' in m
                for m in missing), missing
     assert len(missing) == 1, missing
+
+
+def test_a_listed_class_that_does_not_exist_is_named(monkeypatch):
+    """An attribute listed under a class that an upgrade renamed or
+    removed: the class is named as gone (its source cannot be read)."""
+    from fcvit_mm import internals
+    monkeypatch.setitem(
+        internals.SOURCE_ATTRIBUTES,
+        ('torch.nn:NoSuchModule.__init__', '_weights'), 'a test')
+    missing = internals.missing_internals()
+    assert any('torch.nn.NoSuchModule.__init__ (._weights) is gone' in m
+               and 'a test' in m for m in missing), missing
 
 
 def test_every_private_name_is_there():

@@ -23,7 +23,8 @@ from mmengine.runner import Runner
 import fcvit_mm  # noqa: F401
 from fcvit_mm.engine.data_checks import DatasetError, check_annotation_files
 from fcvit_mm.engine.checkpoints import AtomicLocalBackend
-from fcvit_mm.engine.resume import find_resumable_checkpoint
+from fcvit_mm.engine.resume import (check_resumable, checkpoint_candidates,
+                                    find_resumable_checkpoint)
 from fcvit_mm.models.checkpoint import CheckpointError, safe_load
 
 from conftest import ROOT
@@ -32,11 +33,12 @@ from conftest import ROOT
 class NoisyToy(BaseModel):
     """Uses the torch and numpy generators in every step (dropout, noise)."""
 
-    def __init__(self, nan_at=None):
+    def __init__(self, nan_at=None, bad_loss=float('nan')):
         super().__init__()
         self.lin = nn.Linear(4, 1)
         self.drop = nn.Dropout(0.5)
-        self.nan_at = nan_at
+        self.nan_at = nan_at  # from this call on, the loss is ``bad_loss``
+        self.bad_loss = bad_loss
         self.calls = 0
 
     def forward(self, x, y=None, mode='loss'):
@@ -48,7 +50,7 @@ class NoisyToy(BaseModel):
             return out
         loss = (out - y).square().mean()
         if self.nan_at is not None and self.calls >= self.nan_at:
-            loss = loss * float('nan')
+            loss = loss + self.bad_loss
         return dict(loss=loss)
 
 
@@ -177,10 +179,14 @@ def test_without_random_state_resume_differs(tmp_path):
     assert not torch.equal(resumed.model.lin.weight, full.model.lin.weight)
 
 
-def test_nan_loss_stops_with_iteration(tmp_path):
-    runner = make_runner(tmp_path, 2, nan_at=3,
-                         hooks=('FiniteLossHook', ))
-    with pytest.raises(FloatingPointError, match='iteration 3'):
+@pytest.mark.parametrize('bad', [float('nan'), float('inf')])
+def test_non_finite_loss_stops_with_iteration(tmp_path, bad):
+    """A NaN loss stops the run at its iteration, and so does an infinite
+    one (it turns the weights into NaN at the next step)."""
+    runner = make_runner(tmp_path, 2, hooks=('FiniteLossHook', ),
+                         model=NoisyToy(nan_at=3, bad_loss=bad))
+    with pytest.raises(FloatingPointError,
+                       match=f'loss became {bad} at iteration 3'):
         runner.train()
 
 
@@ -205,6 +211,40 @@ def test_resume_skips_corrupt_last_checkpoint(tmp_path):
     empty = tmp_path / 'empty'
     empty.mkdir()
     assert find_resumable_checkpoint(str(empty)) == (None, {}, None)
+
+
+def test_resume_skips_a_file_without_state_dict(tmp_path):
+    """A weights file in the work dir that is not a training checkpoint (a
+    bare state dict: no ``state_dict``, no ``meta``) is refused, naming
+    it; a bare --resume passes over it to the newest checkpoint (not a
+    ``KeyError: 'meta'`` from mmengine), and --resume naming it fails at
+    once."""
+    make_runner(tmp_path, 2).train()
+    weights = tmp_path / 'weights_epoch_3.pth'
+    torch.save(NoisyToy().state_dict(), weights)
+    (tmp_path / 'last_checkpoint').write_text(str(weights))
+    with pytest.raises(CheckpointError, match='weights_epoch_3.pth.*holds '
+                       'no "state_dict"'):
+        check_resumable(str(weights))
+    resumed = make_runner(tmp_path, 3, resume=True)
+    resumed.train()
+    assert resumed.epoch == 3
+    with pytest.raises(CheckpointError, match='weights_epoch_3.pth'):
+        make_runner(tmp_path / 'named', 3, resume=True,
+                    load_from=str(weights)).train()
+
+
+def test_best_checkpoint_orders_by_its_epoch(tmp_path):
+    """The classification configs' save-best file of epoch 5 is newer than
+    epoch_4.pth (its number is the epoch, not the 1 of 'top1'), whatever
+    the files' times."""
+    for name in ('best_accuracy_top1_epoch_5.pth', 'epoch_4.pth',
+                 'epoch_3.pth'):
+        (tmp_path / name).write_bytes(b'')
+    os.utime(tmp_path / 'best_accuracy_top1_epoch_5.pth', (0, 0))
+    assert [os.path.basename(p) for p in checkpoint_candidates(
+        str(tmp_path))] == ['best_accuracy_top1_epoch_5.pth', 'epoch_4.pth',
+                            'epoch_3.pth']
 
 
 @pytest.mark.slow
@@ -376,12 +416,13 @@ def test_resume_fails_when_no_checkpoint_loads(tmp_path):
 class FCViTToy(BaseModel):
     """A tiny FCViT with a linear head (for variant checks)."""
 
-    def __init__(self, dims):
+    def __init__(self, dims, drop_path_rate=0.):
         super().__init__()
         from fcvit_mm.models import FCViT
         self.backbone = FCViT(arch=dict(layers=[1, 1, 1, 1], embed_dims=dims,
                                         mlp_ratios=[1, 1, 1, 1]),
-                              out_indices=(3, ))
+                              out_indices=(3, ),
+                              drop_path_rate=drop_path_rate)
         self.head = nn.Linear(dims[-1], 1)
 
     def forward(self, x, y=None, mode='loss'):
@@ -425,6 +466,21 @@ def test_nan_stop_names_likely_causes(tmp_path):
     assert msg.index('drop-path probability of 1.5') < \
         msg.index('learning rate')
     assert 'no gradient clipping' not in msg
+
+
+def test_drop_path_rate_of_one_is_named_as_the_cause(tmp_path):
+    """drop_path_rate=1.0 drops every sample of the last block (0 / 0: the
+    loss is NaN at once); the stop names it first among the causes."""
+    runner = make_runner(tmp_path, 1, hooks=('FiniteLossHook', ),
+                         model=FCViTToy([8, 16, 24, 32], drop_path_rate=1.0),
+                         clip_grad=dict(max_norm=1.0))
+    with pytest.raises(FloatingPointError) as e:
+        runner.train()
+    msg = str(e.value)
+    assert 'at iteration 1' in msg and \
+        'drop-path probability of 1 ' in msg, msg
+    assert msg.index('drop-path probability of 1 ') < \
+        msg.index('learning rate')
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')

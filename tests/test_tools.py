@@ -5,15 +5,11 @@ import os
 import os.path as osp
 import stat
 import subprocess
-import sys
 
 import pytest
+from builders import MASKRCNN_B12, TOOLS
 from helpers import load_tool
 from mmengine.config import Config
-
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-TOOLS = osp.join(ROOT, 'tools')
-MASKRCNN_B12 = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
 
 
 train_tool = load_tool('train')
@@ -70,11 +66,11 @@ def test_unknown_library(tmp_path, scope):
 
 
 def test_dispatch_on_default_scope(tmp_path):
-    from fcvit_mm.engine import TASK_LIBRARIES, task_of
+    from fcvit_mm.utils.config import TASK_LIBRARIES, library_of
     for scope in ('mmdet', 'mmseg', 'mmpretrain'):
-        assert task_of(Config(dict(default_scope=scope))) == scope
+        assert library_of(Config(dict(default_scope=scope))) == scope
         assert scope in TASK_LIBRARIES
-    assert task_of(Config.fromfile(MASKRCNN_B12)) == 'mmdet'
+    assert library_of(Config.fromfile(MASKRCNN_B12)) == 'mmdet'
 
 
 def test_auto_scale_lr_needs_setting():
@@ -127,7 +123,7 @@ def test_train_flags():
 def test_cfg_options_reach_the_config(tmp_path):
     """``--cfg-options`` are merged into the loaded config (nested keys and
     tuples), as the libraries' tools do."""
-    from fcvit_mm.engine import load_config
+    from fcvit_mm.utils.config import load_config
     cfg_file = tmp_path / 'cfg.py'
     cfg_file.write_text("model = dict(backbone=dict(arch='b12', depth=1))\n"
                         "train_dataloader = dict(batch_size=2)\n")
@@ -239,7 +235,8 @@ def test_dist_train_command(tmp_path):
 
 def test_dist_test_command(tmp_path):
     python = fake_program(tmp_path, 'python')
-    argv = run_script('dist_test.sh', ['cfg.py', 'c.pth', '2', '--out', 'r.pkl'],
+    argv = run_script('dist_test.sh',
+                      ['cfg.py', 'c.pth', '2', '--out', 'r.pkl'],
                       dict(PYTHON=python, PORT='4321'))
     assert '--master_port=4321' in argv and '--nproc_per_node=2' in argv
     assert argv[-7:] == [osp.join(TOOLS, 'test.py'), 'cfg.py', 'c.pth',

@@ -91,9 +91,9 @@ COMMANDS = {
 @pytest.fixture(scope='module')
 def runs(request, tmp_path_factory):
     """The runs of this module's selected tests (see COMMANDS), each in
-    and from its own folder, started in the background by the first test, in test
-    order, a few at a time (helpers.BackgroundRuns): the one-process runs
-    leave a core free and every run mostly starts up."""
+    and from its own folder, started in the background by the first test,
+    in test order, a few at a time (helpers.BackgroundRuns): the
+    one-process runs leave a core free and every run mostly starts up."""
     background = BackgroundRuns()
     for item in request.session.items:
         if item.module is not request.module:

@@ -8,8 +8,6 @@ classification), with the flags of the config's library's own
         [--show] [--show-dir DIR] [--wait-time S] [--tta]
         [--cfg-options k=v ...] [--launcher {none,pytorch,slurm,mpi}]
 """
-import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -20,11 +18,9 @@ warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description='Test a model (fcvit_mm)')
-    parser.add_argument('config', help='test config file path')
+    from fcvit_mm.engine import parse_tool_args, tool_parser
+    parser = tool_parser('Test a model (fcvit_mm)')
     parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='the dir to save logs and metrics')
     parser.add_argument('--out', help='dump predictions to this file '
                         '(mmseg: a directory of prediction maps)')
     parser.add_argument('--show', action='store_true', help='show results')
@@ -36,24 +32,7 @@ def parse_args(argv=None):
     parser.add_argument('--tta', action='store_true',
                         help='test time augmentation (needs tta_model and '
                         'tta_pipeline in the config)')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value (xxx=yyy format)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument(
-        '--debug', action='store_true',
-        help='show the traceback of a user error (a missing file, a '
-        'config key that does not exist, ...), not only its message; the '
-        'same as FCVIT_MM_DEBUG=1')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.debug:  # read by fcvit_mm.engine.run_tool
-        os.environ['FCVIT_MM_DEBUG'] = '1'
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def trigger_visualization_hook(cfg, args):
@@ -84,44 +63,48 @@ def trigger_visualization_hook(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
-    from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
-                                 load_config, merge_cfg_options,
-                                 prepare_testing, task_of)
-    from fcvit_mm.engine.user_errors import quiet_logged_deprecations
+    from fcvit_mm.engine import (apply_tool_args, config_for_errors,
+                                 fresh_visualizer_name, init_cpu_distributed,
+                                 prepare_testing)
     from fcvit_mm.models.checkpoint import safe_url
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
+    from fcvit_mm.utils.config import library_of, load_config
 
     if not osp.isfile(args.checkpoint) and '://' not in args.checkpoint:
         raise FileNotFoundError(
             f'checkpoint file not found: {args.checkpoint!r}')
     # options checked: one that names no key stops here, naming it
-    cfg = merge_cfg_options(load_config(args.config), args.cfg_options)
-    scope = task_of(cfg)
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
-    # read once, by mmengine, through the safe loader (errors name the file)
-    cfg.load_from = safe_url(args.checkpoint)
-    if args.show or args.show_dir:
-        cfg = trigger_visualization_hook(cfg, args)
-    if args.tta:
-        if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
-            raise RuntimeError('--tta needs tta_model and tta_pipeline in '
-                               'the config')
-        cfg.tta_model.module = cfg.model
-        cfg.model = cfg.tta_model
-        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
-    if args.out and scope == 'mmseg':
-        cfg.test_evaluator['output_dir'] = args.out
-        cfg.test_evaluator['keep_results'] = True
-    init_cpu_distributed(cfg, args.launcher)
-    fresh_visualizer_name(cfg)
-    prepare_testing(cfg)  # annotation files
+    cfg = load_config(args.config, args.cfg_options)
+    with config_for_errors(cfg):  # a user error's fix names its data
+        scope = library_of(cfg)
+        apply_tool_args(cfg, args)
+        # read once, by mmengine, through the safe loader (errors name the
+        # file)
+        cfg.load_from = safe_url(args.checkpoint)
+        if args.show or args.show_dir:
+            cfg = trigger_visualization_hook(cfg, args)
+        if args.tta:
+            if 'tta_model' not in cfg or 'tta_pipeline' not in cfg:
+                raise RuntimeError('--tta needs tta_model and tta_pipeline '
+                                   'in the config')
+            cfg.tta_model.module = cfg.model
+            cfg.model = cfg.tta_model
+            cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        if args.out and scope == 'mmseg':
+            cfg.test_evaluator['output_dir'] = args.out
+            cfg.test_evaluator['keep_results'] = True
+        init_cpu_distributed(cfg, args.launcher)
+        fresh_visualizer_name(cfg)
+        prepare_testing(cfg)  # annotation files
+        return _run_test(cfg, args, scope)
 
+
+def _run_test(cfg, args, scope):
+    """Build the runner of ``cfg`` and test (the predictions dumped to
+    ``--out`` for mmdet and mmpretrain): the metrics."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from fcvit_mm.engine import quiet_logged_deprecations
     if 'runner_type' not in cfg:
         runner = Runner.from_cfg(cfg)
     else:
@@ -135,8 +118,7 @@ def main(argv=None):
             from mmengine.evaluator import DumpResults
             dumper = DumpResults(out_file_path=args.out)
         runner.test_evaluator.metrics.append(dumper)
-    metrics = runner.test()
-    return metrics
+    return runner.test()
 
 
 if __name__ == '__main__':

@@ -9,8 +9,6 @@ classification): the library is chosen by the config's ``default_scope``
         [--auto-scale-lr] [--no-validate] [--cfg-options k=v ...]
         [--launcher {none,pytorch,slurm,mpi}]
 """
-import argparse
-import os
 import os.path as osp
 import sys
 import warnings
@@ -21,10 +19,8 @@ warnings.filterwarnings('ignore', 'pkg_resources is deprecated')
 
 
 def parse_args(argv=None):
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser(description='Train a model (fcvit_mm)')
-    parser.add_argument('config', help='train config file path')
-    parser.add_argument('--work-dir', help='the dir to save logs and models')
+    from fcvit_mm.engine import parse_tool_args, tool_parser
+    parser = tool_parser('Train a model (fcvit_mm)')
     parser.add_argument(
         '--resume', nargs='?', type=str, const='auto',
         help='resume from the given checkpoint, or (no value) from the '
@@ -39,35 +35,14 @@ def parse_args(argv=None):
                         help='dataloaders without pin_memory')
     parser.add_argument('--no-persistent-workers', action='store_true',
                         help='dataloaders without persistent_workers')
-    parser.add_argument(
-        '--cfg-options', nargs='+', action=DictAction,
-        help='override settings of the config, key=value (xxx=yyy format)')
-    parser.add_argument('--launcher', default='none',
-                        choices=['none', 'pytorch', 'slurm', 'mpi'],
-                        help='job launcher')
-    parser.add_argument(
-        '--debug', action='store_true',
-        help='show the traceback of a user error (a missing file, a '
-        'config key that does not exist, ...), not only its message; the '
-        'same as FCVIT_MM_DEBUG=1')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args(argv)
-    if args.debug:  # read by fcvit_mm.engine.run_tool
-        os.environ['FCVIT_MM_DEBUG'] = '1'
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_tool_args(parser, argv)
 
 
 def merge_args(cfg, args):
     """Apply the command line to the config, as the mm libraries do."""
+    from fcvit_mm.engine import apply_tool_args
     from mmengine.config import ConfigDict
-    cfg.launcher = args.launcher
-    if args.work_dir is not None:
-        cfg.work_dir = args.work_dir
-    elif cfg.get('work_dir') is None:
-        cfg.work_dir = osp.join('./work_dirs',
-                                osp.splitext(osp.basename(args.config))[0])
+    apply_tool_args(cfg, args)
     if args.amp:
         wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
         if wrapper == 'AmpOptimWrapper':
@@ -109,31 +84,32 @@ def merge_args(cfg, args):
 def main(argv=None):
     args = parse_args(argv)
     import fcvit_mm  # noqa: F401  (registers FCViT, safe checkpoint types)
-    from fcvit_mm.engine import (fresh_visualizer_name, init_cpu_distributed,
-                                 load_config, merge_cfg_options,
-                                 prepare_training, task_of)
-    from fcvit_mm.engine.user_errors import quiet_logged_deprecations
+    from fcvit_mm.engine import (config_for_errors, fresh_visualizer_name,
+                                 init_cpu_distributed, prepare_training,
+                                 quiet_logged_deprecations)
+    from fcvit_mm.utils.config import library_of, load_config
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
 
     # options checked: one that names no key stops here, naming it
-    cfg = merge_cfg_options(load_config(args.config), args.cfg_options)
-    task_of(cfg)
-    cfg = merge_args(cfg, args)
-    init_cpu_distributed(cfg, args.launcher)
-    fresh_visualizer_name(cfg)
-    # annotation checks (the run's hooks come with the config, see
-    # configs/_base_/fcvit_runtime.py)
-    prepare_training(cfg)
-    if cfg.default_scope == 'mmdet':
-        from mmdet.utils import setup_cache_size_limit_of_dynamo
-        setup_cache_size_limit_of_dynamo()
-    if 'runner_type' not in cfg:
-        runner = Runner.from_cfg(cfg)
-    else:
-        runner = RUNNERS.build(cfg)
-    quiet_logged_deprecations(runner.logger)  # mmengine's, on itself
-    runner.train()
+    cfg = load_config(args.config, args.cfg_options)
+    with config_for_errors(cfg):  # a user error's fix names its data
+        library_of(cfg)
+        cfg = merge_args(cfg, args)
+        init_cpu_distributed(cfg, args.launcher)
+        fresh_visualizer_name(cfg)
+        # annotation checks (the run's hooks come with the config, see
+        # configs/_base_/fcvit_runtime.py)
+        prepare_training(cfg)
+        if cfg.default_scope == 'mmdet':
+            from mmdet.utils import setup_cache_size_limit_of_dynamo
+            setup_cache_size_limit_of_dynamo()
+        if 'runner_type' not in cfg:
+            runner = Runner.from_cfg(cfg)
+        else:
+            runner = RUNNERS.build(cfg)
+        quiet_logged_deprecations(runner.logger)  # mmengine's, on itself
+        runner.train()
     return runner
 
 

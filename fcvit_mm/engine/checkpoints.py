@@ -129,7 +129,8 @@ class SafeCheckpointHook(CheckpointHook):
             yield
         finally:
             self.file_backend = backend
-        written = {getattr(self, 'last_ckpt', None), getattr(self, 'best_ckpt_path', None),
+        written = {getattr(self, 'last_ckpt', None),
+                   getattr(self, 'best_ckpt_path', None),
                    *getattr(self, 'best_ckpt_path_dict', {}).values()}
         for method, path in deferred.calls:
             if path not in written:

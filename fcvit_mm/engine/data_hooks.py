@@ -20,6 +20,7 @@ from typing import Iterator, Optional, Tuple
 
 from mmengine.hooks import Hook
 from mmengine.logging import print_log
+from mmengine.model import BaseTTAModel, is_model_wrapper
 from mmengine.registry import HOOKS
 
 from fcvit_mm.internals import get_private
@@ -41,9 +42,12 @@ def built_dataloaders(runner) -> Iterator[Tuple[str, object]]:
             yield key, loop.dataloader
 
 
-def unwrap_model(model):
-    """The model inside DDP / test-time-augmentation wrappers."""
-    while hasattr(model, 'module'):  # DDP, test-time augmentation
+def _inner_model(model):
+    """The model inside mmengine's wrappers (DDP, ...) and inside a
+    test-time-augmentation model (``tools/test.py --tta``)."""
+    if is_model_wrapper(model):
+        model = model.module
+    if isinstance(model, BaseTTAModel):
         model = model.module
     return model
 
@@ -62,7 +66,7 @@ def _chain(dataset) -> Iterator[object]:
 def class_heads(model) -> Iterator[Tuple[str, int]]:
     """(config key, num_classes) of the model's classification heads (the
     RPN, which has one class by design, is not one)."""
-    for name, module in unwrap_model(model).named_modules():
+    for name, module in _inner_model(model).named_modules():
         last = name.rstrip('.0123456789').split('.')[-1]
         num = getattr(module, 'num_classes', None)
         if last.endswith('head') and last != 'rpn_head' and \
@@ -181,7 +185,7 @@ class DataCheckHook(Hook):
         for loader, dataloader in built_dataloaders(runner):
             check_num_classes(runner.model, dataloader.dataset, loader)
             name_failed_files(dataloader.dataset, loader)
-        head = getattr(unwrap_model(runner.model), 'decode_head', None)
+        head = getattr(_inner_model(runner.model), 'decode_head', None)
         if isinstance(getattr(head, 'num_classes', None), int):
             self._seg = (head.num_classes, getattr(head, 'ignore_index', 255))
 

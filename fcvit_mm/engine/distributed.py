@@ -31,14 +31,18 @@ from mmengine.config import Config, ConfigDict
 from mmengine.logging import print_log
 
 from fcvit_mm.internals import private
-from .user_errors import (USER_ERROR_EXIT, debug_requested,
-                          quiet_third_party_warnings, report_user_error,
-                          user_error)
+from .user_errors import (USER_ERROR_EXIT, config_of_error,
+                          debug_requested, report_user_error, user_error)
+from .warning_filters import quiet_third_party_warnings
 
 #: seconds the live ranks wait for one another to check in
 CHECK_IN_WAIT = 5.0
-#: the run's ``env_cfg.dist_cfg.timeout``, for the message of a timeout
-_run = dict(timeout=None)
+
+
+def dist_timeout(cfg: Optional[Config]) -> Optional[float]:
+    """The config's ``env_cfg.dist_cfg.timeout`` (seconds), or None."""
+    env_cfg = (cfg.get('env_cfg') if cfg is not None else None) or {}
+    return (env_cfg.get('dist_cfg') or {}).get('timeout')
 
 
 def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
@@ -53,8 +57,7 @@ def init_cpu_distributed(cfg: Config, launcher: str) -> bool:
     Returns:
         bool: whether the CPU path was taken.
     """
-    timeout = cfg.get('env_cfg', {}).get('dist_cfg', {}).get('timeout')
-    _run['timeout'] = timeout  # for the message if a rank stops answering
+    timeout = dist_timeout(cfg)
     if launcher == 'none' or torch.cuda.is_available():
         return False
     if launcher not in ('pytorch', 'slurm'):
@@ -133,13 +136,14 @@ def unanswered_ranks(wait: float = CHECK_IN_WAIT) -> Optional[List[int]]:
         return None
 
 
-def explain_timeout(exc: BaseException) -> Optional[str]:
-    """The message for a collective that timed out in this rank, or None
-    when ``exc`` is not that."""
+def explain_timeout(exc: BaseException,
+                    timeout: Optional[float] = None) -> Optional[str]:
+    """The message for a collective that timed out in this rank (after the
+    run's ``env_cfg.dist_cfg.timeout``, ``timeout`` seconds; None: torch's
+    default), or None when ``exc`` is not that."""
     if not (torch_dist.is_available() and torch_dist.is_initialized()) or \
             not _is_timeout(exc):
         return None
-    timeout = _run['timeout']
     limit = 'env_cfg.dist_cfg.timeout' + \
         (f'={timeout:g} s' if timeout is not None else ' (unset: torch\'s '
          'default, 30 minutes)')
@@ -158,17 +162,19 @@ def run_tool(main: Callable[[], object]) -> None:
     process with status 1 and its short message, once; if a collective
     times out, the rank that stopped answering is logged before the error
     ends the process; a successful distributed run ends cleanly
-    (:func:`shutdown_distributed`)."""
+    (:func:`shutdown_distributed`). The run's config is what the error
+    carries (:func:`~.user_errors.config_for_errors`)."""
     quiet_third_party_warnings()
     try:
         main()
     except Exception as e:
-        message = explain_timeout(e)
+        cfg = config_of_error(e)
+        message = explain_timeout(e, dist_timeout(cfg))
         if message is not None:
             print_log(message, logger='current', level=logging.WARNING)
             e.add_note(message)
             raise
-        message = user_error(e)
+        message = user_error(e, cfg)
         if message is None or debug_requested():
             raise
         report_user_error(message)

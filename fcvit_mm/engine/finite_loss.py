@@ -8,8 +8,6 @@ import torch
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
 
-from .data_hooks import unwrap_model
-
 
 @HOOKS.register_module()
 class FiniteLossHook(Hook):
@@ -50,8 +48,8 @@ def likely_causes(runner) -> list:
     """What in this run can make the loss diverge, most certain first."""
     causes = []
     drop = max((float(getattr(m, 'drop_prob', 0) or 0)
-                for m in unwrap_model(runner.model).modules()), default=0.)
-    if drop > 1:
+                for m in runner.model.modules()), default=0.)
+    if drop >= 1:  # every sample dropped: 0 / 0
         causes.append(f'a drop-path probability of {drop:g} (the model\'s '
                       f'drop_path_rate must be in [0, 1))')
     wrapper = runner.optim_wrapper

@@ -2,10 +2,11 @@
 """What ``tools/train.py`` and ``tools/test.py`` do before building a
 runner, so that a run fails early, naming the file:
 
-* the config is loaded with a clear error for a missing file and a warning
-  for each top-level key that looks misspelt, and its library is told by
-  its ``default_scope`` (:func:`fcvit_mm.utils.config.load_config`,
-  :func:`~fcvit_mm.utils.config.task_of`; the tools call them);
+* the config is loaded with a clear error for a missing file, its
+  ``--cfg-options`` checked, a warning for each top-level key that looks
+  misspelt, and its library is told by its ``default_scope``
+  (:func:`fcvit_mm.utils.config.load_config`,
+  :func:`~fcvit_mm.utils.config.library_of`; the tools call them);
 * the visualizer gets a name no earlier run of the process took
   (:func:`fresh_visualizer_name`);
 * annotation files are checked to exist and parse (COCO files: skipped

@@ -20,6 +20,7 @@ from typing import List, Optional, Tuple
 
 import torch.nn as nn
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 from mmengine.runner import find_latest_checkpoint
 
@@ -29,7 +30,6 @@ from fcvit_mm.models.checkpoint import (CheckpointError,
                                         check_backbone_fits,
                                         extract_state_dict, safe_load,
                                         safe_url)
-from .data_hooks import unwrap_model
 
 _NUMBER = re.compile(r'(\d+)')
 
@@ -116,7 +116,7 @@ def find_resumable_checkpoint(
         raise CheckpointError(
             f'--resume: none of the checkpoints in {work_dir} can be resumed '
             f'from:\n' + '\n'.join(failures) + '\nMove them away to start '
-            f'from scratch, or use another --work-dir.')
+            'from scratch, or use another --work-dir.')
     return None, {}, None
 
 
@@ -132,7 +132,9 @@ class SafeResumeHook(Hook):
     def before_run(self, runner) -> None:
         if not get_private(runner, '_resume'):
             return
-        model = unwrap_model(runner.model)
+        model = runner.model
+        if is_model_wrapper(model):  # DDP: the keys are the model's
+            model = model.module
         path = get_private(runner, '_load_from')
         if path:  # --resume PATH: fail at once if unusable
             ckpt, meta = check_resumable(path, model)

@@ -12,23 +12,21 @@ prints it instead of torchrun's failure report. ``--debug`` of the tools,
 or ``FCVIT_MM_DEBUG=1``, shows the traceback as before. Any other error (a
 bug) keeps its traceback.
 
-``--cfg-options`` keys are checked before they are merged
-(:func:`merge_cfg_options`): one that names no key of the config, or that
-the class it configures does not take, stops the run before the runner
-logs anything.
+What a message needs is passed to it: the exception, and the run's
+config (for the fix of a missing data file), which an exception raised
+inside :func:`config_for_errors` carries out of the tool's ``main``
+(:func:`config_of_error`). A ``--cfg-options`` key that nothing takes is
+one of these errors (:class:`~fcvit_mm.utils.config.ConfigKeyError`,
+checked where configs are loaded: :mod:`fcvit_mm.utils.config`).
 """
-import copy
-import difflib
-import inspect
-import logging
+import contextlib
 import os
-import re
 import sys
-from typing import List, Optional
+from typing import Iterator, List, Optional
 
 from mmengine.config import Config
 
-from fcvit_mm.utils.config import known_config_keys
+from fcvit_mm.utils.config import ConfigKeyError
 
 #: exit status of a run that a user error stopped
 USER_ERROR_EXIT = 1
@@ -36,56 +34,8 @@ USER_ERROR_EXIT = 1
 DEBUG_ENV = 'FCVIT_MM_DEBUG'
 #: set by tools/dist_launch.py: the folder where ranks leave user errors
 ERROR_DIR_ENV = 'FCVIT_MM_ERROR_DIR'
-#: the run's config, for the fix of a missing data file
-_run = dict(cfg=None)
-
-#: third-party deprecation notices a run of our tools does not show (the
-#: libraries' business, not the user's; pytest.ini lists the same)
-THIRD_PARTY_WARNINGS = (
-    'pkg_resources is deprecated',  # setuptools >= 80, on mmengine, mmcv
-    '`reduce_zero_label` will be deprecated',  # mmseg, on its own pipeline
-    '``build_loss`` would be deprecated',  # mmseg, on its own heads
-    'Default ``avg_non_ignore`` is False',  # mmseg's CrossEntropyLoss
-    # torch >= 2.12 on DDP's argument, which mmengine's wrapper passes
-    '`broadcast_buffers` is deprecated',
-)
-
-
-class ConfigKeyError(KeyError):
-    """A ``--cfg-options`` key that the config does not have and nothing
-    takes."""
-
-    def __str__(self):
-        return str(self.args[0])
-
-
-def quiet_third_party_warnings() -> None:
-    """Hide :data:`THIRD_PARTY_WARNINGS` in this process (the tools' entry
-    points; the first is hidden before anything imports mmengine)."""
-    import warnings
-    for message in THIRD_PARTY_WARNINGS:
-        warnings.filterwarnings('ignore', re.escape(message))
-
-
-#: deprecation notices that mmengine logs (not warns) in every training run
-#: of its own, through its CheckpointHook
-LOGGED_DEPRECATIONS = (
-    '"FileClient" will be deprecated in future',
-    '"HardDiskBackend" is the alias of "LocalBackend"',
-)
-
-
-class _DropDeprecations(logging.Filter):
-    def filter(self, record):
-        text = record.getMessage()
-        return not any(m in text for m in LOGGED_DEPRECATIONS)
-
-
-def quiet_logged_deprecations(logger: logging.Logger) -> None:
-    """Drop :data:`LOGGED_DEPRECATIONS` from a run's logger (the tools do,
-    once they have built the runner)."""
-    if not any(isinstance(f, _DropDeprecations) for f in logger.filters):
-        logger.addFilter(_DropDeprecations())
+#: the attribute under which an exception carries the run's config
+_CONFIG_ATTR = 'fcvit_mm_run_config'
 
 
 def debug_requested() -> bool:
@@ -94,109 +44,22 @@ def debug_requested() -> bool:
     return os.environ.get(DEBUG_ENV, '') not in ('', '0')
 
 
-# --------------------------------------------------------------------------
-# --cfg-options
-# --------------------------------------------------------------------------
-def _registered_class(type_, scope: Optional[str]):
-    """The class a ``type`` names, from mmengine's registries (with the
-    config's scope), or None."""
-    if inspect.isclass(type_):
-        return type_
-    if not isinstance(type_, str):
-        return None
-    from mmengine import registry
-    from mmengine.registry import DefaultScope
-    roots = [getattr(registry, name) for name in dir(registry)
-             if isinstance(getattr(registry, name), registry.Registry)]
-    context = DefaultScope.overwrite_default_scope(scope) if scope else None
+@contextlib.contextmanager
+def config_for_errors(cfg: Config) -> Iterator[None]:
+    """An exception raised inside carries ``cfg``, the run's config, to
+    whoever reports it (:func:`config_of_error`)."""
     try:
-        if context is not None:
-            context.__enter__()
-        for root in roots:
-            try:
-                found = root.get(type_)
-            except Exception:  # a registry that cannot import its modules
-                found = None
-            if inspect.isclass(found):
-                return found
-    finally:
-        if context is not None:
-            context.__exit__(None, None, None)
-    return None
+        yield
+    except Exception as exc:
+        if getattr(exc, _CONFIG_ATTR, None) is None:
+            setattr(exc, _CONFIG_ATTR, cfg)
+        raise
 
 
-def _takes(cls, key: str) -> bool:
-    params = inspect.signature(cls.__init__).parameters.values()
-    return any(p.kind is p.VAR_KEYWORD or p.name == key for p in params)
-
-
-def _did_you_mean(key, keys) -> str:
-    close = difflib.get_close_matches(str(key), [str(k) for k in keys], n=1,
-                                      cutoff=0.6)
-    return f'; did you mean {close[0]!r}?' if close else ''
-
-
-def _unknown_key(node: dict, key: str, path: List[str], type_,
-                 scope: Optional[str]) -> Optional[str]:
-    """Why ``key``, which ``node`` (at ``path``) does not have, cannot be
-    added there, or None when it can: the class that ``node`` configures
-    (``type_``, as the options leave it) takes no such argument, or (no
-    class to ask) the key is a near miss of one ``node`` has."""
-    where = '.'.join(path) or 'the config'
-    cls = _registered_class(type_, scope) if path else None
-    if cls is not None:
-        if _takes(cls, key):
-            return None
-        return (f'{where} (type={cls.__name__}) takes no {key!r}'
-                f'{_did_you_mean(key, node)}')
-    known = list(node) if path else list(node) + known_config_keys()
-    if key in known:
-        return None
-    close = difflib.get_close_matches(key, [str(k) for k in known], n=1,
-                                      cutoff=0.8)
-    if close:
-        return f'{where} has no key {key!r}; did you mean {close[0]!r}?'
-    return None
-
-
-def check_cfg_options(cfg: Config, options: Optional[dict]) -> None:
-    """Raise :class:`ConfigKeyError` for a ``--cfg-options`` key that the
-    config does not have where it cannot be new either: the class its
-    parent configures (``type``) takes no such argument, or, with no class
-    to ask, it is a near miss of a key the parent has (``datset`` for
-    ``dataset``). A list index must exist."""
-    scope = cfg.get('default_scope')
-    merged = copy.deepcopy(cfg)  # the types as the options leave them
-    merged.merge_from_dict(options or {})
-    for option in options or {}:
-        node, path, mnode = dict(cfg.items()), [], dict(merged.items())
-        for part in option.split('.'):
-            if isinstance(node, (list, tuple)) and part.isdigit():
-                if int(part) >= len(node):
-                    raise ConfigKeyError(
-                        f'--cfg-options {option}: {".".join(path)} has '
-                        f'{len(node)} items, no item {part}')
-                node, mnode = node[int(part)], mnode[int(part)]
-            elif isinstance(node, dict) and part in node:
-                node, mnode = node[part], mnode[part]
-            else:
-                if isinstance(node, dict):
-                    why = _unknown_key(node, part, path, mnode.get('type'),
-                                       scope)
-                    if why is not None:
-                        raise ConfigKeyError(f'--cfg-options {option}: {why}')
-                break  # a new key (and what it holds): nothing to compare
-            path.append(part)
-
-
-def merge_cfg_options(cfg: Config, options: Optional[dict]) -> Config:
-    """:func:`check_cfg_options`, then merge them into ``cfg``; ``cfg`` is
-    the run's config from then on (for :func:`data_fix`)."""
-    _run['cfg'] = cfg
-    if options:
-        check_cfg_options(cfg, options)
-        cfg.merge_from_dict(options)
-    return cfg
+def config_of_error(exc: BaseException) -> Optional[Config]:
+    """The run's config that ``exc`` carries (:func:`config_for_errors`),
+    or None."""
+    return getattr(exc, _CONFIG_ATTR, None)
 
 
 # --------------------------------------------------------------------------
@@ -220,13 +83,12 @@ def _short(text: str, lines: int = 6) -> str:
         f'  ... ({len(kept) - lines} more lines: see --debug)'])
 
 
-def data_fix() -> str:
-    """Where the run's config reads its data from, and the
+def data_fix(cfg: Optional[Config]) -> str:
+    """Where the run's config ``cfg`` reads its data from, and the
     ``--cfg-options`` line that points it elsewhere: the ``data_root`` of
     each dataloader's dataset and the evaluators' annotation files under
     those roots (a config's ``data_root`` variable is resolved when the
     config is read, so each key is set on its own)."""
-    cfg = _run['cfg']
     roots = {}
     for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
         ds = (cfg.get(key) or {}).get('dataset') if cfg else None
@@ -254,9 +116,11 @@ def data_fix() -> str:
             f'data with:\n  --cfg-options {" ".join(options)}')
 
 
-def user_error(exc: BaseException) -> Optional[str]:
+def user_error(exc: BaseException,
+               cfg: Optional[Config] = None) -> Optional[str]:
     """The short message (the cause, then the fix) for a user error (see
-    the module doc), or None for any other error."""
+    the module doc) of a run of ``cfg`` (None: before the config was
+    read), or None for any other error."""
     from fcvit_mm.models.checkpoint import CheckpointError
     from .data_checks import DatasetError
     text = str(exc).strip()
@@ -264,7 +128,7 @@ def user_error(exc: BaseException) -> Optional[str]:
         return f'{text}\nfix: correct the key (or leave it out)'
     if isinstance(exc, DatasetError):
         if text.startswith('annotation file not found'):
-            return f'{text}\nfix: {data_fix()}'
+            return f'{text}\nfix: {data_fix(cfg)}'
         return text  # names the file and the config key
     if isinstance(exc, CheckpointError) or (
             isinstance(exc, FileNotFoundError) and
@@ -274,7 +138,7 @@ def user_error(exc: BaseException) -> Optional[str]:
         if text.startswith('config file not found'):
             return f'{text}\nfix: give the path of a config file, e.g. ' \
                 'configs/detection/maskrcnn_fcvit_b12.py'
-        return f'file not found: {text}\nfix: {data_fix()}'
+        return f'file not found: {text}\nfix: {data_fix(cfg)}'
     if isinstance(exc, TypeError) and 'unexpected keyword argument' in text:
         # mmengine's registry names the class: a key of the config file
         # that the class does not take
@@ -307,7 +171,5 @@ def report_user_error(message: str) -> None:
 
 
 __all__: List[str] = [
-    'ConfigKeyError', 'check_cfg_options', 'debug_requested',
-    'format_user_error', 'merge_cfg_options', 'quiet_logged_deprecations',
-    'quiet_third_party_warnings',
-    'report_user_error', 'user_error']
+    'config_for_errors', 'config_of_error', 'data_fix', 'debug_requested',
+    'format_user_error', 'report_user_error', 'user_error']

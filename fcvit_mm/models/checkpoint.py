@@ -58,7 +58,8 @@ def _numpy_globals() -> List[Any]:
     dtypes = getattr(np, 'dtypes', None)
     if dtypes is not None:
         items += [getattr(dtypes, n) for n in dir(dtypes)
-                  if n.endswith('DType') and isinstance(getattr(dtypes, n), type)]
+                  if n.endswith('DType')
+                  and isinstance(getattr(dtypes, n), type)]
     return items
 
 

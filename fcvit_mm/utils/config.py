@@ -6,13 +6,15 @@ tools.
 
 * :func:`resolve_config_path`: a file, or ``pkg::rel/path.py`` for a config
   shipped in an installed package's ``.mim/configs``;
-* :func:`load_config`: the config, ``--cfg-options`` merged in, a clear
-  error for a missing file and a warning per top-level key that looks
-  misspelt (:func:`misspelt_keys`);
-* :func:`task_of`: the library a config belongs to (its ``default_scope``);
-  :func:`model_task`: the task of a library model (by its class);
-* :func:`load_task_config`: :func:`load_config` + :func:`task_of`, with the
-  library's default scope set and its models and FCViT registered;
+* :func:`load_config`: the config, ``--cfg-options`` checked
+  (:func:`check_cfg_options`) and merged in, a clear error for a missing
+  file and a warning per top-level key that looks misspelt
+  (:func:`misspelt_keys`);
+* :func:`library_of`: the library a config belongs to (its
+  ``default_scope``); :func:`model_task`: the task of a library model (by
+  its class);
+* :func:`load_task_config`: :func:`load_config` + :func:`library_of`, with
+  the library's default scope set and its models and FCViT registered;
 * :func:`build_model`: the config's model as the libraries' inference
   functions build it (no pretrained weights, SyncBN reverted, eval mode).
 """
@@ -23,7 +25,7 @@ import importlib.util
 import inspect
 import logging
 import os.path as osp
-from typing import List, Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from mmengine.config import Config
 from mmengine.logging import print_log
@@ -80,6 +82,133 @@ def misspelt_keys(cfg: Config) -> List[Tuple[str, str]]:
     return found
 
 
+class ConfigKeyError(KeyError):
+    """A ``--cfg-options`` key that the config does not have and nothing
+    takes, or a list index it does not have."""
+
+    def __str__(self):
+        return str(self.args[0])
+
+
+def _registered_class(type_, scope: Optional[str]):
+    """The class a ``type`` names, from mmengine's registries (with the
+    config's scope), or None."""
+    if inspect.isclass(type_):
+        return type_
+    if not isinstance(type_, str):
+        return None
+    from mmengine import registry
+    from mmengine.registry import DefaultScope
+    roots = [getattr(registry, name) for name in dir(registry)
+             if isinstance(getattr(registry, name), registry.Registry)]
+    context = DefaultScope.overwrite_default_scope(scope) if scope else None
+    try:
+        if context is not None:
+            context.__enter__()
+        for root in roots:
+            try:
+                found = root.get(type_)
+            except Exception:  # a registry that cannot import its modules
+                found = None
+            if inspect.isclass(found):
+                return found
+    finally:
+        if context is not None:
+            context.__exit__(None, None, None)
+    return None
+
+
+def _takes(cls, key: str) -> bool:
+    params = inspect.signature(cls.__init__).parameters.values()
+    return any(p.kind is p.VAR_KEYWORD or p.name == key for p in params)
+
+
+def _did_you_mean(key, keys) -> str:
+    close = difflib.get_close_matches(str(key), [str(k) for k in keys], n=1,
+                                      cutoff=0.6)
+    return f'; did you mean {close[0]!r}?' if close else ''
+
+
+def _unknown_key(node: dict, key: str, path: List[str], type_,
+                 scope: Optional[str]) -> Optional[str]:
+    """Why ``key``, which ``node`` (at ``path``) does not have, cannot be
+    added there, or None when it can: the class that ``node`` configures
+    (``type_``, as the options leave it) takes no such argument, or (no
+    class to ask) the key is a near miss of one ``node`` has."""
+    where = '.'.join(path) or 'the config'
+    cls = _registered_class(type_, scope) if path else None
+    if cls is not None:
+        if _takes(cls, key):
+            return None
+        return (f'{where} (type={cls.__name__}) takes no {key!r}'
+                f'{_did_you_mean(key, node)}')
+    known = list(node) if path else list(node) + known_config_keys()
+    if key in known:
+        return None
+    close = difflib.get_close_matches(key, [str(k) for k in known], n=1,
+                                      cutoff=0.8)
+    if close:
+        return f'{where} has no key {key!r}; did you mean {close[0]!r}?'
+    return None
+
+
+def _first_new_key(cfg: Config, option: str
+                   ) -> Optional[Tuple[List[Union[str, int]], str]]:
+    """``(path, key)``: the first part of ``option`` (``'a.0.b'``) that
+    the config lacks in a dict, with the path to that dict (list indices
+    as ints); None when the config has the whole key, or when the walk
+    reaches something that is neither a dict nor a list. A
+    :class:`ConfigKeyError` for a list index the config does not have
+    (mmengine's merge would fail on it with a bare ``KeyError``)."""
+    node, path = dict(cfg.items()), []
+    for part in option.split('.'):
+        if isinstance(node, (list, tuple)) and part.isdigit():
+            if int(part) >= len(node):
+                where = '.'.join(str(p) for p in path)
+                raise ConfigKeyError(
+                    f'--cfg-options {option}: {where} has {len(node)} '
+                    f'items, no item {part}')
+            node = node[int(part)]
+            path.append(int(part))
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        else:
+            return (path, part) if isinstance(node, dict) else None
+    return None
+
+
+def _node_at(cfg: Config, path: List[Union[str, int]]) -> dict:
+    node = dict(cfg.items())
+    for part in path:
+        node = node[part]
+    return node
+
+
+def check_cfg_options(cfg: Config, options: Optional[dict]) -> None:
+    """Raise :class:`ConfigKeyError` for a ``--cfg-options`` key that the
+    config does not have where it cannot be new either: the class its
+    parent configures (``type``, as the options leave it) takes no such
+    argument, or, with no class to ask, it is a near miss of a key the
+    parent has (``datset`` for ``dataset``). A list index must exist."""
+    new = {}
+    for option in options or {}:  # every list index before merging
+        found = _first_new_key(cfg, option)
+        if found is not None:
+            new[option] = found
+    if not new:
+        return
+    scope = cfg.get('default_scope')
+    merged = copy.deepcopy(cfg)  # the types as the options leave them
+    merged.merge_from_dict(options)
+    for option, (path, key) in new.items():
+        node = _node_at(cfg, path)
+        why = _unknown_key(node, key, [str(p) for p in path],
+                           _node_at(merged, path).get('type'), scope)
+        if why is not None:
+            raise ConfigKeyError(f'--cfg-options {option}: {why}')
+
+
 def resolve_config_path(path: str) -> str:
     """``pkg::rel/path.py`` -> the file shipped in ``pkg``'s ``.mim``; a
     plain path as it is. A FileNotFoundError when there is no such file."""
@@ -101,14 +230,16 @@ def resolve_config_path(path: str) -> str:
 def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     """The config of a file, of ``pkg::path`` (a library's own) or a
     ``Config`` (copied), with ``cfg_options`` as ``--cfg-options``
-    (``{'a.b': value}``) merged in, and a warning for each top-level key
-    that looks misspelt."""
+    (``{'a.b': value}``) checked (:func:`check_cfg_options`: a key that
+    nothing takes stops here, named) and merged in, and a warning for each
+    top-level key that looks misspelt."""
     if isinstance(config, Config):
         cfg, name = copy.deepcopy(config), config.filename
     else:
         cfg = Config.fromfile(resolve_config_path(str(config)))
         name = config
     if cfg_options:
+        check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
     for key, close in misspelt_keys(cfg):
         print_log(
@@ -117,7 +248,7 @@ def load_config(config, cfg_options: Optional[dict] = None) -> Config:
     return cfg
 
 
-def task_of(cfg: Config) -> str:
+def library_of(cfg: Config) -> str:
     """The library a config belongs to (``'mmdet'``, ``'mmseg'`` or
     ``'mmpretrain'``), from its ``default_scope``."""
     scope = cfg.get('default_scope')
@@ -145,12 +276,12 @@ def model_task(model) -> str:
 
 def load_task_config(config, cfg_options: Optional[dict] = None
                      ) -> Tuple[Config, str]:
-    """``(cfg, scope)``: :func:`load_config` and :func:`task_of`, with the
-    library's default scope set and the library's models and FCViT
+    """``(cfg, scope)``: :func:`load_config` and :func:`library_of`, with
+    the library's default scope set and the library's models and FCViT
     registered (what building the config's model needs)."""
     from mmengine.registry import init_default_scope
     cfg = load_config(config, cfg_options)
-    scope = task_of(cfg)
+    scope = library_of(cfg)
     init_default_scope(scope)
     importlib.import_module(f'{scope}.models')  # registers the library's
     # FCViT is registered: importing this module imported fcvit_mm
