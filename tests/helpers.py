@@ -95,6 +95,14 @@ def generated_shapes(tmp_path_factory, name, fmt, **kwargs):
     return make_shapes_dataset(root, fmt=fmt, **kwargs)['root']
 
 
+def module_folder(tmp_path_factory, name, source):
+    """A fresh temporary folder holding the Python module ``<name>.py``
+    (``source``), to put on a run's PYTHONPATH; the folder's path."""
+    folder = tmp_path_factory.mktemp(name)
+    (folder / (name + '.py')).write_text(source)
+    return str(folder)
+
+
 def selected(request):
     """The names (``test_x[param]`` if parametrized) of the tests of
     ``request``'s module that this session runs, for a module-scoped
@@ -210,3 +218,44 @@ def save_checkpoint_with_code(path, marker, **content):
     unpickling runs code (it creates the file ``marker``): a load that runs
     code leaves ``marker`` behind."""
     torch.save({**content, 'x': _CreatesFile(marker)}, str(path))
+
+
+# ---------------------------------------------------------------------- #
+# FCViT backbone builders and comparisons (the fast-path, export and
+# compile tests)
+# ---------------------------------------------------------------------- #
+#: a tiny custom FCViT arch (widths divisible by the 8 global-context heads)
+TINY_ARCH = dict(layers=[1, 1, 1, 1], embed_dims=[16, 32, 48, 64],
+                 mlp_ratios=[2, 2, 2, 2])
+
+#: conv biases right before a train-mode BatchNorm have a zero gradient in
+#: exact arithmetic: every formulation gives rounding noise there
+BN_BIASES = ('proj.bias', )
+
+
+def randomize_params(module, seed=0):
+    """Every parameter and BN statistic of ``module`` away from its init, so
+    that each branch (layer scales, GC affines, norms) matters; returns
+    ``module``."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if 'layer_scale' in name or 'rescale' in name or 'norm' in name:
+                p.copy_(0.5 + 0.3 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) *
+                        (1. / max(1, p[0].numel())**0.5))
+        for name, b in module.named_buffers():
+            if 'running_var' in name:
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif 'running_mean' in name:
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return module
+
+
+def assert_rel_close(actual, expected, rtol, name=''):
+    """Max-abs error relative to the largest magnitude of ``expected``."""
+    assert actual.shape == expected.shape, name
+    scale = expected.abs().max().clamp_min(1e-30)
+    err = ((actual - expected).abs().max() / scale).item()
+    assert err <= rtol, f'{name}: relative error {err:.2e} > {rtol:.0e}'

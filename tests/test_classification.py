@@ -1,4 +1,4 @@
-"""Classification (issue 5): the ImageNet-1K configs for FCViT in mmpretrain.
+"""Classification: the ImageNet-1K configs for FCViT in mmpretrain.
 
 Every config loads and builds with the spec's exact parameter count and the
 reference recipe; each variant trains a couple of iterations on a tiny
@@ -24,11 +24,12 @@ from conftest import ROOT
 mmpretrain = pytest.importorskip('mmpretrain')
 
 from mmengine.config import Config  # noqa: E402
+from builders import CLASSES, CLS_DIR, CLS_SIZE  # noqa: E402
+from builders import load_shipped, small_classifier_config  # noqa: E402
 # one_thread: an autouse fixture for this module
 from helpers import (TrainRecorderHook, find_transform,  # noqa: E402
-                     one_thread)  # noqa: F401
+                     generated_shapes, one_thread)  # noqa: F401
 
-CLS_DIR = osp.join(ROOT, 'configs', 'classification')
 CONFIGS = {
     'fcvit_tiny_in1k.py': dict(arch='tiny', params=4784752, width=320,
                                drop_path=0.1, short_side=248),
@@ -39,67 +40,13 @@ CONFIGS = {
     'fcvit_b48_in1k.py': dict(arch='b48', params=51477032, width=512,
                               drop_path=0.2, short_side=235),
 }
-SIZE = 32  # training / test crops of the small runs
-SHAPES = ('circle', 'square', 'triangle')
 
 
 @pytest.fixture(scope='module')
 def imagenet_root(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
-    root = str(tmp_path_factory.mktemp('shapes_imagenet'))
-    info = make_shapes_dataset(root, fmt='imagenet', num_train=8, num_val=3,
-                               img_size=2 * SIZE, seed=0)
-    return info['root']
-
-
-def small_config(name, data_root, work_dir, arch=None, num_classes=3,
-                 save_checkpoint=False, config_dir=CLS_DIR):
-    """The shipped config, shrunk for a CPU: 32 x 32 crops, 8 training
-    images in batches of 4 (two iterations, one epoch), 3 val images. The
-    augmentations, loss, optimiser and schedule shape are the recipe's."""
-    cfg = Config.fromfile(osp.join(config_dir, name))
-    find_transform(cfg.train_dataloader.dataset.pipeline,
-          'RandomResizedCrop').scale = SIZE
-    test_pipe = cfg.test_dataloader.dataset.pipeline
-    find_transform(test_pipe, 'ResizeEdge').scale = SIZE * 8 // 7
-    find_transform(test_pipe, 'CenterCrop').crop_size = SIZE
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg[key]
-        loader.dataset.data_root = data_root
-        loader.dataset.metainfo = dict(classes=SHAPES)
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = 4
-    cfg.val_dataloader.dataset.pipeline = test_pipe
-    if arch is not None:
-        from fcvit_mm.models import FCViT
-        cfg.model.backbone.arch = arch
-        cfg.model.head.in_channels = FCViT.parse_arch(arch)['embed_dims'][3]
-    cfg.model.head.num_classes = num_classes
-    cfg.data_preprocessor.num_classes = num_classes
-    if num_classes < 5:  # top-5 needs at least 5 classes
-        cfg.val_evaluator.topk = cfg.test_evaluator.topk = (1, )
-    cfg.train_cfg.max_epochs = 1
-    # compress the warm-up to the first epoch (two iterations) so that the
-    # second iteration runs at about half the peak lr
-    for sched in cfg.param_scheduler:
-        if sched.type == 'LinearLR':
-            sched.end = 1
-        else:
-            sched.begin = 1
-    cfg.default_hooks.logger.interval = 1
-    ckpt = cfg.default_hooks.checkpoint
-    ckpt.save_last = save_checkpoint
-    ckpt.interval = 1 if save_checkpoint else 2
-    if not save_checkpoint:
-        ckpt.save_best = None
-    cfg.custom_hooks = [dict(type='TrainRecorderHook')]
-    cfg.randomness = dict(seed=0)
-    cfg.work_dir = str(work_dir)
-    os.makedirs(str(work_dir), exist_ok=True)
-    path = osp.join(str(work_dir), 'small_' + name)
-    cfg.dump(path)
-    return path
+    return generated_shapes(tmp_path_factory, 'shapes_imagenet', 'imagenet',
+                            num_train=8, num_val=3, img_size=2 * CLS_SIZE,
+                            seed=0)
 
 
 _TRAINED = {}
@@ -110,8 +57,8 @@ def train_small(name, data_root, tmp_root, extra_args=()):
     if name not in _TRAINED:
         from tools.train import main as train_main
         work_dir = osp.join(tmp_root, name[:-3])
-        path = small_config(name, data_root, work_dir,
-                            save_checkpoint=name == CKPT_CONFIG)
+        path = small_classifier_config(name, data_root, work_dir,
+                                       save_checkpoint=name == CKPT_CONFIG)
         runner = train_main([path, *extra_args])
         hook = [h for h in runner.hooks
                 if isinstance(h, TrainRecorderHook)][0]
@@ -138,10 +85,7 @@ def _build(cfg):
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_config_loads_builds_and_counts(name):
     expect = CONFIGS[name]
-    cfg = Config.fromfile(osp.join(CLS_DIR, name))
-    assert cfg.default_scope == 'mmpretrain'
-    assert cfg.custom_imports == dict(imports=['fcvit_mm'],
-                                      allow_failed_imports=False)
+    cfg = load_shipped(osp.join(CLS_DIR, name), 'mmpretrain')
     bb = cfg.model.backbone
     assert (bb.type, bb.arch, tuple(bb.out_indices)) == ('FCViT',
                                                          expect['arch'],
@@ -252,15 +196,16 @@ def test_full_augmentation_pipeline_runs(imagenet_root):
     # the draws fixed (at 32 x 32 a CutMix box can round to nothing: which
     # draw does depended on the tests run before)
     set_random_seed(0)
-    cfg = Config.fromfile(small_config('fcvit_tiny_in1k.py', imagenet_root,
-                                       osp.join(imagenet_root, 'aug_cfg')))
+    cfg = Config.fromfile(small_classifier_config(
+        'fcvit_tiny_in1k.py', imagenet_root,
+        osp.join(imagenet_root, 'aug_cfg')))
     init_default_scope('mmpretrain')
     dataset = DATASETS.build(cfg.train_dataloader.dataset)
     names = [t.__class__.__name__ for t in dataset.pipeline.transforms]
     assert names == ['LoadImageFromFile', 'RandomResizedCrop', 'RandomFlip',
                      'RandAugment', 'RandomErasing', 'PackInputs']
     a, b = dataset[0]['inputs'], dataset[0]['inputs']
-    assert a.shape == (3, SIZE, SIZE) and not torch.equal(a, b)
+    assert a.shape == (3, CLS_SIZE, CLS_SIZE) and not torch.equal(a, b)
     cfg.model.data_preprocessor = cfg.data_preprocessor
     model = _build(cfg)
     mixed = False
@@ -294,9 +239,9 @@ def test_converted_reference_checkpoint_evaluates(golden, imagenet_root,
     dst = str(tmp_path / 'fcvit_mini_mm.pth')
     convert_main([src, dst])
 
-    path = small_config('fcvit_b12_in1k.py', imagenet_root,
-                        tmp_path / 'work', arch=golden['arch'],
-                        num_classes=10)
+    path = small_classifier_config('fcvit_b12_in1k.py', imagenet_root,
+                                   tmp_path / 'work', arch=golden['arch'],
+                                   num_classes=10)
     # 1) the shipped recipe's model with the converted weights gives the
     #    reference's logits on the reference input
     model = get_model(path, pretrained=dst, device='cpu')
@@ -360,12 +305,12 @@ def test_inference_api(imagenet_root, train_root, tmp_path):
 
     inferencer = ImageClassificationInferencer(
         model=config, pretrained=run['checkpoint'], device='cpu')
-    assert tuple(inferencer.classes) == SHAPES
+    assert tuple(inferencer.classes) == CLASSES
     results = inferencer([img_path, img, val_img])
     assert len(results) == 3
     for res in results:
-        assert res['pred_class'] in SHAPES
-        assert res['pred_class'] == SHAPES[res['pred_label']]
+        assert res['pred_class'] in CLASSES
+        assert res['pred_class'] == CLASSES[res['pred_label']]
         assert res['pred_scores'].shape == (3, )
         assert res['pred_scores'].sum() == pytest.approx(1.0, abs=1e-5)
         assert res['pred_score'] == pytest.approx(res['pred_scores'].max())
@@ -378,7 +323,7 @@ def test_inference_api(imagenet_root, train_root, tmp_path):
                        weights_only=True)['state_dict']
     for k, v in model.state_dict().items():
         torch.testing.assert_close(v, state[k], atol=0, rtol=0)
-    assert tuple(model._dataset_meta['classes']) == SHAPES
+    assert tuple(model._dataset_meta['classes']) == CLASSES
 
     # by name, through configs/classification/metafile.yml registered with
     # mmpretrain's ModelHub (what inference_model needs to pick its task)
@@ -391,7 +336,7 @@ def test_inference_api(imagenet_root, train_root, tmp_path):
     model = get_model('fcvit-tiny_8xb128_in1k', pretrained=run['checkpoint'],
                       device='cpu', head=dict(num_classes=3))
     res = inference_model(model, val_img)
-    assert res['pred_class'] in SHAPES
+    assert res['pred_class'] in CLASSES
     np.testing.assert_allclose(res['pred_scores'], results[2]['pred_scores'],
                                atol=1e-6)
     res = inference_model(model, img)

@@ -19,21 +19,20 @@ import sys
 import numpy as np
 import pytest
 import torch
-from helpers import free_port, load_tool, one_thread  # noqa: F401
+from builders import (CLASSES, DET_DIR, DET_IMG, MASKRCNN_B12, RETINANET_B12,
+                      TOOLS, as_dict, build_model, checkpoint_weights,
+                      load_cfg, maskrcnn_options, reference_layout,
+                      retinanet_options)
+# one_thread: an autouse fixture for this module
+from helpers import (ROOT, free_port, generated_shapes, load_tool,
+                     one_thread)  # noqa: F401
 
-ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
-CFG_DIR = osp.join(ROOT, 'configs', 'detection')
-TOOLS = osp.join(ROOT, 'tools')
-MASKRCNN_B12 = osp.join(CFG_DIR, 'maskrcnn_fcvit_b12.py')
-RETINANET_B12 = osp.join(CFG_DIR, 'retinanet_fcvit_b12.py')
 TOP_CONFIGS = sorted(
-    p for p in glob.glob(osp.join(CFG_DIR, '*.py'))
+    p for p in glob.glob(osp.join(DET_DIR, '*.py'))
     if not osp.basename(p).startswith('demo_'))
 ALL_CONFIGS = sorted(
-    p for p in glob.glob(osp.join(CFG_DIR, '**', '*.py'), recursive=True)
+    p for p in glob.glob(osp.join(DET_DIR, '**', '*.py'), recursive=True)
     if not osp.basename(p).startswith('demo_'))
-IMG = 64  # image side of the synthetic dataset and of the test pipelines
-CLASSES = ('circle', 'square', 'triangle')
 
 # parameter counts with mmdet 3.3's standard heads and 80 classes, counting
 # all four backbone output norms; our RetinaNet does not create the unused
@@ -49,86 +48,6 @@ SPEC_PARAMS = {
 # --------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------
-def data_options(root, batch_size=2):
-    """--cfg-options that point a COCO config at the synthetic dataset."""
-    opts = []
-    ann = osp.join(root, 'annotations', 'instances_val2017.json')
-    for loader, split in (('train_dataloader', 'train2017'),
-                          ('val_dataloader', 'val2017'),
-                          ('test_dataloader', 'val2017')):
-        opts += [
-            f'{loader}.dataset.data_root={root}',
-            f'{loader}.dataset.ann_file=annotations/instances_{split}.json',
-            f'{loader}.dataset.data_prefix.img={split}/',
-            f'{loader}.dataset.metainfo.classes=({",".join(CLASSES)})',
-            f'{loader}.num_workers=0',
-            f'{loader}.persistent_workers=False',
-        ]
-    opts += [
-        f'train_dataloader.batch_size={batch_size}',
-        # train: Load, LoadAnnotations, Resize, Flip, Pack;
-        # test: Load, Resize, LoadAnnotations, Pack
-        f'train_dataloader.dataset.pipeline.2.scale=({IMG},{IMG})',
-        f'val_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
-        f'test_dataloader.dataset.pipeline.1.scale=({IMG},{IMG})',
-        f'val_evaluator.ann_file={ann}',
-        f'test_evaluator.ann_file={ann}',
-        'default_hooks.logger.interval=1',
-        'param_scheduler.0.start_factor=1.0',  # no warm-up in 2 iterations
-        'randomness.seed=0',
-    ]
-    return opts
-
-
-def maskrcnn_options(root, **kwargs):
-    return data_options(root, **kwargs) + [
-        f'model.roi_head.bbox_head.num_classes={len(CLASSES)}',
-        f'model.roi_head.mask_head.num_classes={len(CLASSES)}',
-        # fewer RoIs: the mask head dominates the cost on a CPU
-        'model.train_cfg.rpn_proposal.max_per_img=200',
-        'model.train_cfg.rcnn.sampler.num=64',
-        'model.test_cfg.rpn.max_per_img=100',
-        'model.test_cfg.rcnn.max_per_img=20',
-        'model.test_cfg.rcnn.score_thr=0.0',  # keep detections when untrained
-    ]
-
-
-def retinanet_options(root, **kwargs):
-    return data_options(root, **kwargs) + [
-        f'model.bbox_head.num_classes={len(CLASSES)}',
-        # an untrained RetinaNet scores ~0.01 (its prior): keep detections so
-        # that the COCO evaluation has something to evaluate
-        'model.test_cfg.score_thr=0.0',
-        'model.test_cfg.max_per_img=20',
-    ]
-
-
-def as_dict(options):
-    """'k=v' strings -> dict, parsed like the tools' --cfg-options."""
-    import argparse
-
-    from mmengine.config import DictAction
-    parser = argparse.ArgumentParser()
-    parser.add_argument('--o', nargs='+', action=DictAction)
-    return parser.parse_args(['--o', *options]).o
-
-
-def load_cfg(path, options=()):
-    from mmengine.config import Config
-    cfg = Config.fromfile(path)
-    if options:
-        cfg.merge_from_dict(as_dict(options))
-    return cfg
-
-
-def build_model(cfg):
-    from mmengine.registry import init_default_scope
-
-    from mmdet.registry import MODELS
-    init_default_scope('mmdet')
-    return MODELS.build(cfg.model)
-
-
 def scalars(work_dir):
     """The training records of every run under work_dir (scalars.json)."""
     rows = []
@@ -137,11 +56,6 @@ def scalars(work_dir):
         with open(path) as f:
             rows += [json.loads(line) for line in f if line.strip()]
     return [r for r in rows if 'loss' in r]
-
-
-def state_dict(path):
-    from fcvit_mm.models.checkpoint import safe_load
-    return safe_load(path)['state_dict']
 
 
 def run(cmd, timeout=600, env=None):
@@ -157,34 +71,13 @@ def run(cmd, timeout=600, env=None):
     return proc.stdout
 
 
-def reference_layout(sd):
-    """Rename an FCViT state dict of this project to the reference's keys
-    (the inverse of fcvit_mm.models.checkpoint.convert_reference_state_dict)."""
-    out = {}
-    for k, v in sd.items():
-        m = re.match(r'^stages\.(\d+)\.blocks\.(\d+)\.(.*)$', k)
-        if m:
-            out[f'network.{2 * int(m[1])}.{m[2]}.{m[3]}'] = v
-            continue
-        m = re.match(r'^stages\.(\d+)\.downsample\.(.*)$', k)
-        if m:
-            out[f'network.{2 * int(m[1]) - 1}.{m[2]}'] = v
-            continue
-        m = re.match(r'^norm(\d)\.(.*)$', k)
-        out[f'norm{2 * int(m[1])}.{m[2]}' if m else k] = v
-    return out
-
-
 # --------------------------------------------------------------------------
 # fixtures
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
-    root = str(tmp_path_factory.mktemp('shapes_coco'))
-    make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2,
-                        img_size=IMG, seed=0)
-    return root
+    return generated_shapes(tmp_path_factory, 'shapes_coco', 'coco',
+                            num_train=4, num_val=2, img_size=DET_IMG, seed=0)
 
 
 @pytest.fixture(scope='module')
@@ -218,7 +111,7 @@ def test_config_files_found():
 
 
 @pytest.mark.parametrize('path', ALL_CONFIGS,
-                         ids=lambda p: osp.relpath(p, CFG_DIR))
+                         ids=lambda p: osp.relpath(p, DET_DIR))
 def test_every_config_names_fcvit_mm(path):
     """Each config imports fcvit_mm (its own or a base's
     ``custom_imports``), so mmdet's own tools can use it."""
@@ -313,7 +206,7 @@ def test_retinanet_recipe_has_no_unused_parameters():
 
 
 def test_amp_variant():
-    cfg = load_cfg(osp.join(CFG_DIR, 'maskrcnn_fcvit_b12_amp.py'))
+    cfg = load_cfg(osp.join(DET_DIR, 'maskrcnn_fcvit_b12_amp.py'))
     assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
     assert cfg.optim_wrapper.loss_scale == 'dynamic'
     assert cfg.optim_wrapper.optimizer.type == 'AdamW'
@@ -367,7 +260,8 @@ def test_no_pretrained_trains_from_scratch_with_warning():
     finally:
         logger.removeHandler(handler)
     warnings = [r.getMessage() for r in records
-                if r.levelno == logging.WARNING and 'scratch' in r.getMessage()]
+                if r.levelno == logging.WARNING
+                and 'scratch' in r.getMessage()]
     assert len(warnings) == 1
     assert 'FCViT' in warnings[0] and 'scratch' in warnings[0]
     assert 'model.backbone.init_cfg.checkpoint' in warnings[0]
@@ -393,12 +287,13 @@ def test_maskrcnn_trains(maskrcnn_run):
     lr = maskrcnn_run['second'].optim_wrapper.get_lr()['lr'][0]
     assert lr == pytest.approx(2e-4 * 2 / 32)
     # weights change between the two epochs, in every part of the model
-    a = state_dict(osp.join(work_dir, 'epoch_1.pth'))
-    b = state_dict(osp.join(work_dir, 'epoch_2.pth'))
+    a = checkpoint_weights(osp.join(work_dir, 'epoch_1.pth'))
+    b = checkpoint_weights(osp.join(work_dir, 'epoch_2.pth'))
     assert a.keys() == b.keys()
     for part in ('backbone.stages.0.', 'backbone.stages.3.', 'neck.',
                  'rpn_head.', 'roi_head.bbox_head.', 'roi_head.mask_head.'):
-        keys = [k for k in a if k.startswith(part) and a[k].is_floating_point()]
+        keys = [k for k in a
+                if k.startswith(part) and a[k].is_floating_point()]
         assert keys, part
         assert any(not torch.equal(a[k], b[k]) for k in keys), part
     assert all(torch.isfinite(v).all() for v in b.values()
@@ -476,14 +371,14 @@ def test_mmdet_inference_apis(maskrcnn_run, coco, tmp_path):
     model = init_detector(MASKRCNN_B12, ckpt, device='cpu',
                           cfg_options=options)
     assert model.dataset_meta['classes'] == CLASSES  # from the checkpoint
-    trained = state_dict(ckpt)
+    trained = checkpoint_weights(ckpt)
     assert torch.equal(model.state_dict()['backbone.patch_embed.proj.weight'],
                        trained['backbone.patch_embed.proj.weight'])
     result = inference_detector(model, img_path)
     inst = result.pred_instances
     assert len(inst) > 0
     assert inst.bboxes.shape == (len(inst), 4)
-    assert inst.masks.shape[1:] == (IMG, IMG)
+    assert inst.masks.shape[1:] == (DET_IMG, DET_IMG)
 
     visualizer = VISUALIZERS.build(model.cfg.visualizer)
     visualizer.dataset_meta = model.dataset_meta
@@ -492,7 +387,7 @@ def test_mmdet_inference_apis(maskrcnn_run, coco, tmp_path):
     visualizer.add_datasample('result', img, data_sample=result, draw_gt=False,
                               show=False, out_file=png, pred_score_thr=0.0)
     drawn = mmcv.imread(png)
-    assert drawn.shape == (IMG, IMG, 3)
+    assert drawn.shape == (DET_IMG, DET_IMG, 3)
     assert not np.array_equal(drawn[..., ::-1], img)  # something was drawn
 
     cfg = load_cfg(MASKRCNN_B12, maskrcnn_run['options'])
@@ -537,7 +432,7 @@ def test_user_config_inherits_ours(coco, tmp_path):
     assert runner.iter == 1
     rows = scalars(work_dir)
     assert len(rows) == 1 and math.isfinite(rows[0]['loss'])
-    sd = state_dict(osp.join(work_dir, 'epoch_1.pth'))
+    sd = checkpoint_weights(osp.join(work_dir, 'epoch_1.pth'))
     assert 'backbone.stages.2.blocks.11.layer_scale_1' in sd  # B24
     assert sd['roi_head.bbox_head.fc_cls.weight'].shape[0] == 3 + 1
 
@@ -566,7 +461,7 @@ def test_dist_train_and_test_on_cpu(coco, tmp_path):
     rows = scalars(work_dir)
     assert len(rows) == 2 and all(math.isfinite(r['loss']) for r in rows)
     ckpt = osp.join(work_dir, 'epoch_1.pth')
-    sd = state_dict(ckpt)
+    sd = checkpoint_weights(ckpt)
     assert 'backbone.norm0.weight' not in sd and 'backbone.norm1.weight' in sd
 
     test_dir = str(tmp_path / 'dist_test')
@@ -612,7 +507,8 @@ def test_mim_train_and_test_mmdet(coco, tmp_path):
     rows = scalars(work_dir)
     assert len(rows) == 2 and all(math.isfinite(r['loss']) for r in rows)
     ckpt = osp.join(work_dir, 'epoch_1.pth')
-    assert 'backbone.stages.2.blocks.4.layer_scale_1' in state_dict(ckpt)
+    weights = checkpoint_weights(ckpt)
+    assert 'backbone.stages.2.blocks.4.layer_scale_1' in weights
 
     out = run([sys.executable, '-m', 'mim', 'test', codebase, str(config),
                '--checkpoint', ckpt, '--work-dir', str(tmp_path / 'test'),

@@ -1,4 +1,4 @@
-"""A distributed run leaves no process behind (issue 16, item 4):
+"""A distributed run leaves no process behind:
 ``tools/dist_train.sh`` with two CPU ranks (gloo) and DataLoader workers,
 counting the run's processes once the script has returned, after a run
 that ends mid-epoch, after a rank is killed, and after a rank stalls
@@ -14,17 +14,19 @@ import uuid
 import pytest
 import torch
 
+from builders import CLASSES, MASKRCNN_B12, user_config
 from conftest import ROOT
-from helpers import free_port, generated_shapes, selected, start_process
+from helpers import (free_port, generated_shapes, module_folder, selected,
+                     start_process)
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(
     torch.cuda.is_available() or not sys.platform.startswith('linux'),
     reason='the gloo CPU path runs only without a GPU; /proc is Linux')]
 
-CONFIG = osp.join(ROOT, 'configs', 'detection', 'maskrcnn_fcvit_b12.py')
-CLASSES = ('circle', 'square', 'triangle')
 MARK = 'FCVIT_MM_TEST_RUN'
 
+#: the module of the runs' test hook (RANK_HOOKS), on their PYTHONPATH
+TEST_HOOKS = 'rank_hooks'
 RANK_HOOKS = '''
 import os, signal
 from mmengine.hooks import Hook
@@ -47,18 +49,16 @@ class RankOneMisbehaves(Hook):
 
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    # 160 x 160: the masks of the samples a worker has queued outgrow a
-    # pipe's buffer, so an orphaned worker cannot flush its queue and stays
-    # (as seen before the fix)
+    """160 x 160 images: the masks of the samples a worker has queued
+    outgrow a pipe's buffer, so an orphaned worker cannot flush its queue
+    and stays (the case DataLoaderWorkersHook is there for)."""
     return generated_shapes(tmp_path_factory, 'dist_coco', 'coco',
                             num_train=16, num_val=2, img_size=160, seed=2)
 
 
 @pytest.fixture(scope='module')
 def hooks_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('dist_hooks')
-    (d / 'rank_hooks.py').write_text(RANK_HOOKS)
-    return str(d)
+    return module_folder(tmp_path_factory, TEST_HOOKS, RANK_HOOKS)
 
 
 def options(root):
@@ -93,25 +93,6 @@ def options(root):
     ]
 
 
-#: what configs/_base_/fcvit_runtime.py declares: a config that sets
-#: custom_hooks lists them too (DataLoaderWorkersHook: no worker left)
-OUR_HOOKS = [dict(type=t) for t in (
-    'SafeResumeHook', 'RandomStateHook', 'FiniteLossHook', 'DataCheckHook',
-    'DataLoaderWorkersHook')]
-
-
-def user_config(folder, max_iters, hooks):
-    path = osp.join(folder, 'user_cfg.py')
-    with open(path, 'w') as f:
-        f.write(f'_base_ = [{CONFIG!r}]\n'
-                f"custom_imports = dict(imports=['fcvit_mm', 'rank_hooks'],"
-                f' allow_failed_imports=False)\n'
-                f'custom_hooks = {OUR_HOOKS + list(hooks)!r}\n'
-                f"train_cfg = dict(_delete_=True, type='IterBasedTrainLoop',"
-                f' max_iters={max_iters})\n')
-    return path
-
-
 def run_processes(mark, states=None):
     """(pid, command line) of the live processes carrying ``mark`` (those
     in one of ``states`` only, e.g. ``'T'``: stopped, if given)."""
@@ -144,8 +125,11 @@ def start_dist_train(root, hooks_dir, work_dir, max_iters, hooks=(),
                PYTHONPATH=os.pathsep.join([hooks_dir, ROOT]),
                PYTHON=sys.executable, PORT=str(free_port()), **{MARK: mark})
     os.makedirs(work_dir, exist_ok=True)
-    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'),
-           user_config(work_dir, max_iters, hooks), '2',
+    config = user_config(
+        work_dir, MASKRCNN_B12, TEST_HOOKS, hooks,
+        "train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', "
+        f'max_iters={max_iters})\n')
+    cmd = ['bash', osp.join(ROOT, 'tools', 'dist_train.sh'), config, '2',
            '--work-dir', work_dir, '--no-validate',
            '--cfg-options', *options(root), *extra]
     start = time.time()
@@ -207,8 +191,8 @@ def stalled_job(request, tmp_path_factory):
 
 
 def test_finished_run_mid_epoch_leaves_no_process(coco, hooks_dir, tmp_path):
-    """Before: each rank's DataLoader worker stayed, orphaned, for minutes
-    (about 600 MB each here)."""
+    """Each rank's DataLoader worker ends with the run (an orphaned one
+    would stay for minutes, about 600 MB each here)."""
     code, out, _, left = dist_train(coco, hooks_dir, str(tmp_path / 'w'), 3)
     assert code == 0, out[-4000:]
     assert 'Epoch(train) [1][3/8]' in out  # ended mid-epoch

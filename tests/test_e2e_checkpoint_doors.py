@@ -22,8 +22,8 @@ from helpers import one_thread  # noqa: F401
 from mmengine.config import Config
 
 from conftest import ROOT
-from test_detection import (CLASSES, RETINANET_B12, build_model, load_cfg,
-                            reference_layout, retinanet_options)
+from builders import (CLASSES, RETINANET_B12, build_model, load_cfg,
+                      reference_layout, retinanet_options)
 
 CONVERTER = 'fcvit_to_mm.py'
 TINY_RETINA = ['model.backbone.arch=tiny',
@@ -82,7 +82,7 @@ def classification_reference_layout(state_dict):
 @pytest.fixture(scope='module')
 def b12_detector_ckpt(tmp_path_factory):
     """A whole RetinaNet checkpoint of FCViT-B12 (for a tiny config)."""
-    cfg = load_cfg(RETINANET_B12, [f'model.bbox_head.num_classes=3'])
+    cfg = load_cfg(RETINANET_B12, ['model.bbox_head.num_classes=3'])
     path = tmp_path_factory.mktemp('b12det') / 'retinanet_b12.pth'
     return save(path, build_model(cfg).state_dict())
 

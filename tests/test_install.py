@@ -108,8 +108,9 @@ def test_failed_mmcv_build_says_where_and_leaves_no_wheel(tmp_path):
     # a wheel left damaged in the cache (e.g. a disk that filled up while an
     # older install script copied it) is found, removed and rebuilt
     torch_tag = subprocess.run(
-        [sys.executable, '-c', 'import sys, torch; print(f"py{sys.version_info'
-         '[0]}{sys.version_info[1]}-torch{torch.__version__.split(\'+\')[0]}")'],
+        [sys.executable, '-c',
+         'import sys, torch; print(f"py{sys.version_info[0]}'
+         '{sys.version_info[1]}-torch{torch.__version__.split(\'+\')[0]}")'],
         text=True, capture_output=True, check=True).stdout.strip()
     wheel_dir = cache / f'{MMCV_DIST}-9.9.9-{torch_tag}-cpu'
     wheel_dir.mkdir(parents=True)

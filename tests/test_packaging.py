@@ -1,4 +1,4 @@
-"""Packaging (issue 14): OpenMMLab's conventions.
+"""Packaging: OpenMMLab's conventions.
 
 The metafiles and the root model index describe every config with the
 numbers of README's model zoo and the reference's published results; a
@@ -7,7 +7,7 @@ under ``fcvit_mm/.mim/`` and the LICENSE; installed with ``--target`` into
 a folder of its own (no source tree on the path), mmpretrain's
 ``get_model`` finds the FCViT models by name and ``mim search fcvit_mm``
 lists every model of the index; ``get_model`` works in either import
-order.
+order; the repository passes its lint (``ruff.toml``, ``make lint``).
 """
 import glob
 import os
@@ -70,6 +70,16 @@ def run(cmd, cwd, env, timeout=600):
 # --------------------------------------------------------------------------
 # model index
 # --------------------------------------------------------------------------
+def test_repository_passes_its_lint():
+    """``make lint``'s check, so that ``make test`` fails where CI's lint
+    would (ruff comes with requirements/tests.txt)."""
+    pytest.importorskip('ruff')
+    res = subprocess.run([sys.executable, '-m', 'ruff', 'check', '.'],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-4000:] + res.stderr[-2000:]
+    assert osp.isfile(osp.join(ROOT, 'ruff.toml'))
+
+
 def test_model_index_imports_every_metafile():
     with open(osp.join(ROOT, 'model-index.yml')) as f:
         index = yaml.safe_load(f)

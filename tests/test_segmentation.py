@@ -1,4 +1,4 @@
-"""Segmentation (issue 4): the Semantic FPN and UperNet configs on ADE20K.
+"""Segmentation: the Semantic FPN and UperNet configs on ADE20K.
 
 Every config loads and builds with the recipe it documents, trains a couple
 of iterations on a tiny generated ADE20K-format dataset (the real pipeline at
@@ -26,9 +26,10 @@ from conftest import ROOT
 mmseg = pytest.importorskip('mmseg')
 
 from mmengine.config import Config  # noqa: E402
+from builders import dump_small, load_shipped, local_loaders  # noqa: E402
 # one_thread: an autouse fixture for this module
 from helpers import (TrainRecorderHook, find_transform,  # noqa: E402
-                     free_port, one_thread)  # noqa: F401
+                     free_port, generated_shapes, one_thread)  # noqa: F401
 
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 CONFIGS = {
@@ -56,11 +57,8 @@ MINI_ARCH = dict(layers=[1, 1, 2, 1], embed_dims=[32, 64, 96, 128],
 # --------------------------------------------------------------------------
 @pytest.fixture(scope='module')
 def ade_root(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
-    root = str(tmp_path_factory.mktemp('shapes_ade20k'))
-    info = make_shapes_dataset(root, fmt='ade20k', num_train=4, num_val=2,
-                               img_size=2 * CROP, seed=0)
-    return info['root']
+    return generated_shapes(tmp_path_factory, 'shapes_ade20k', 'ade20k',
+                            num_train=4, num_val=2, img_size=2 * CROP, seed=0)
 
 
 def small_config(name, data_root, work_dir, max_iters=2, arch=None,
@@ -77,13 +75,7 @@ def small_config(name, data_root, work_dir, max_iters=2, arch=None,
     find_transform(train_pipe, 'RandomCrop').crop_size = crop
     test_pipe = cfg.test_dataloader.dataset.pipeline
     find_transform(test_pipe, 'Resize').scale = (2 * CROP, CROP)
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        loader = cfg[key]
-        loader.dataset.data_root = data_root
-        loader.num_workers = 0
-        loader.persistent_workers = False
-        loader.batch_size = 2 if key == 'train_dataloader' else 1
-    cfg.val_dataloader.dataset.pipeline = test_pipe
+    local_loaders(cfg, data_root, 2, 1)
     cfg.model.data_preprocessor.size = crop
     if arch is not None:
         from fcvit_mm.models import FCViT
@@ -115,13 +107,7 @@ def small_config(name, data_root, work_dir, max_iters=2, arch=None,
     cfg.default_hooks.checkpoint.save_last = save_checkpoint
     if not save_checkpoint:
         cfg.default_hooks.checkpoint.interval = max_iters + 1
-    cfg.custom_hooks = [dict(type='TrainRecorderHook')]
-    cfg.randomness = dict(seed=0)
-    cfg.work_dir = str(work_dir)
-    path = osp.join(str(work_dir), 'small_' + name)
-    os.makedirs(str(work_dir), exist_ok=True)
-    cfg.dump(path)
-    return path
+    return dump_small(cfg, name, work_dir)
 
 
 _TRAINED = {}
@@ -175,10 +161,7 @@ def test_config_loads_and_builds(name):
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
     expect = CONFIGS[name]
-    cfg = Config.fromfile(osp.join(SEG_DIR, name))
-    assert cfg.default_scope == 'mmseg'
-    assert cfg.custom_imports == dict(imports=['fcvit_mm'],
-                                      allow_failed_imports=False)
+    cfg = load_shipped(osp.join(SEG_DIR, name), 'mmseg')
     # the pretrained checkpoint is one top-level setting that the backbone uses
     assert 'pretrained' in cfg
     assert cfg.model.backbone.init_cfg == dict(

@@ -145,7 +145,8 @@ def test_coco_with_mmdet(coco):
     from mmdet.utils import register_all_modules
     register_all_modules()
     ds = CocoDataset(
-        data_root=coco['root'], ann_file='annotations/instances_train2017.json',
+        data_root=coco['root'],
+        ann_file='annotations/instances_train2017.json',
         data_prefix=dict(img='train2017/'), metainfo=dict(
             classes=SHAPES_CLASSES),
         pipeline=[dict(type='LoadImageFromFile'),
