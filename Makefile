@@ -7,7 +7,7 @@ VENV    ?= .venv$(SUFFIX)
 PYTHON  := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: install test test-fast clean-venv
+.PHONY: install test test-fast lint clean-venv
 
 install:
 	STACK=$(STACK) VENV=$(VENV) bash tools/install.sh
@@ -18,6 +18,10 @@ test: install
 # the unit tier: the tests not marked slow (pytest.ini)
 test-fast: install
 	$(PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+
+# the lint (ruff.toml): pycodestyle and pyflakes rules at 79 columns
+lint: install
+	$(PYTHON) -m ruff check .
 
 clean-venv:
 	rm -rf $(VENV)

@@ -4,7 +4,7 @@
 # square, triangle, COCO layout, 128 x 128 images), heads slimmed to 128
 # channels, an iteration-based schedule, COCO bbox + segm metrics on val.
 # Run it through tools/demo.py (which generates the data first), or as any
-# config: python tools/train.py configs/detection/demo_maskrcnn_fcvit_tiny_shapes.py
+# config (python tools/train.py THIS_FILE).
 _base_ = './maskrcnn_fcvit_b12.py'
 custom_imports = dict(imports=['fcvit_mm'], allow_failed_imports=False)
 

@@ -3,7 +3,8 @@
 # power 0.9 to 0, for a total batch of 32 (8 GPUs x 4 images).
 # `--auto-scale-lr` rescales the lr linearly for another total batch.
 # scopes.py first: `mmseg::` resolves on the onedl-* stack too
-_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/schedules/schedule_40k.py']
+_base_ = ['../../../_base_/scopes.py',
+          'mmseg::_base_/schedules/schedule_40k.py']
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',

@@ -11,7 +11,8 @@
 # ConvNeXt-only constructor). The backbone comes from ImageNet weights; the
 # heads are trained from scratch at the same rate.
 # scopes.py first: `mmseg::` resolves on the onedl-* stack too
-_base_ = ['../../../_base_/scopes.py', 'mmseg::_base_/schedules/schedule_160k.py']
+_base_ = ['../../../_base_/scopes.py',
+          'mmseg::_base_/schedules/schedule_160k.py']
 optim_wrapper = dict(
     _delete_=True,
     type='OptimWrapper',
