@@ -5,11 +5,11 @@ one place.
 **Private names.** Each is used only where no public way gives the
 guarantee it serves. The run layer reaches them through :func:`private` /
 :func:`get_private` / :func:`set_private`, so that an upgrade which removes
-one fails with a message naming it; the model's hot path and the deploy
-package use theirs directly. Every one is listed here and checked by
-:func:`missing_internals`: ``tests/test_layout_and_internals.py`` fails
-naming any that an upgrade removes, and fails naming any private name of
-another library that fcvit_mm uses without listing it here:
+one fails with a message naming it; the model's hot path, the deploy
+package and the tools use theirs directly. Every one is listed here and
+checked by :func:`missing_internals`: ``tests/test_layout_and_internals.py``
+fails naming any that an upgrade removes, and fails naming any private name
+of another library that fcvit_mm or its tools use without listing it here:
 
 * mmengine ``Runner._resume``, ``._load_from``: ``--resume`` past
   checkpoints that do not load (the hook picks the checkpoint before
@@ -35,6 +35,11 @@ another library that fcvit_mm uses without listing it here:
 * numpy ``core.multiarray._reconstruct``, ``.scalar`` (``numpy._core`` on
   numpy 2): numpy arrays and scalars in checkpoints load with
   ``weights_only=True``.
+* torch ``_dynamo.reset`` and ``_inductor.config.freezing`` (the
+  compiler's own switches; torch has no public ones): the GPU check forgets
+  compiled code between its models (``tools/analysis/lib/gpu_check.py``),
+  and ``tools/deployment/benchmark_onnx.py --freezing`` compiles with the
+  weights as constants.
 
 **Changes to other libraries' objects.** ``import fcvit_mm`` registers
 things (the model, the hooks, a file backend, the weights-only allowlist)
@@ -55,6 +60,20 @@ guarantee:
   imported first, and ``import fcvit_mm`` does not import mmpretrain:
   ``tests/test_packaging.py::test_get_model_by_name_either_import_order``).
   mmpretrain offers no hook for a package's own model index.
+* :mod:`fcvit_mm.engine.mixed_precision`: mmengine's ``OPTIM_WRAPPERS``
+  name ``'AmpOptimWrapper'`` is registered again (``force=True``) to a
+  subclass that is mmengine's class on a GPU and trains in bf16 autocast
+  on the CPU, where mmengine's asserts a GPU; it is what ``--amp`` of the
+  libraries' own ``tools/train.py`` builds
+  (``tests/test_mixed_precision.py``). When such a wrapper is built on a
+  CPU with native bf16, :func:`~fcvit_mm.engine.mixed_precision.
+  install_float32_islands` wraps, in memory, the methods of
+  ``FLOAT32_ISLANDS`` (mmcv ``ops.nms.NMSop.forward``, mmdet
+  ``SingleRoIExtractor.forward``) to run in float32 while CPU autocast is
+  on (their CPU kernels refuse bf16 tensors; outside autocast they run
+  unchanged), and forward hooks run a strided ``nn.Conv2d`` of the trained
+  model in float32 on a map one pixel high (torch 2.14's bf16 kernel of
+  its weight gradient reads memory it never wrote).
 
 **The onedl-* stack** (:func:`stack`): the maintained continuation of the
 OpenMMLab packages installs the same modules under other distribution
@@ -121,6 +140,10 @@ PRIVATE_NAMES: Dict[str, str] = {
     'torch.nn.modules.batchnorm:_BatchNorm':
     "FCViT's init and norm_eval on every BatchNorm kind (as mmcv's "
     'backbones do)',
+    'torch:_dynamo.reset':
+    "forgetting compiled code between the GPU check's models",
+    'torch._inductor.config:freezing':
+    "benchmark_onnx.py --freezing (inductor's weights as constants)",
 }
 #: instance attributes of other libraries' objects that only their code
 #: shows: ('module:qualname' of the function that sets or reads it,

@@ -275,6 +275,22 @@ def test_kernel_floor_table(capsys, tmp_path):
     text = capsys.readouterr().out
     assert 'kernel floor' in text and 'best x resnet50' in text
     assert 'fcvit-tiny-plain: no fast-path kernels recorded' in text
+    # the machine's own rates, in the step's precision
+    assert fast['machine_gemm_gmacs'] > 0
+    assert fast['machine_depthwise_gmacs'] > 0
+    assert 'torch.float32: a 1024^3 GEMM runs at' in text
+    assert 'CPU flags:' in text  # what the CPU has for bf16
+
+
+def test_kernel_floor_times_bf16_gemms_under_amp():
+    """Under --amp bf16 the floor's GEMMs run in bf16, as autocast runs the
+    step's products."""
+    args = kernel_floor.parse_args(['--amp', 'bf16'])
+    assert kernel_floor.gemm_dtype(args) == torch.bfloat16
+    assert kernel_floor.gemm_dtype(kernel_floor.parse_args([])) == \
+        torch.float32
+    products = kernel_floor._gemm_job(4, 3, 2, True, 'cpu', torch.bfloat16)
+    products()  # bf16 in, bf16 out: no dtype error
 
 
 def test_benchmark_peak_memory_sees_allocations():

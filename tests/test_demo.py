@@ -40,6 +40,11 @@ def _valid_image(path):
 
 DEMO_CASES = [('det', 'bbox AP@0.5', 1.0), ('seg', 'mIoU', 100.0),
               ('cls', 'top-1', 100.0)]
+#: per task: --amp, and the CPU's bf16 as the run sees it (FCVIT_MM_CPU_BF16;
+#: None: the machine's), and what the demo must say it trains in
+PRECISION = {'det': (False, None, 'float32'),
+             'seg': (True, '1', 'bf16 mixed precision'),
+             'cls': (True, '0', 'float32, not bf16')}
 
 
 @pytest.fixture(scope='module')
@@ -55,6 +60,10 @@ def demo_runs(request, tmp_path_factory):
         if f'test_short_demo[{task}-{metric}-{top}]' not in tests:
             continue
         folder = tmp_path_factory.mktemp(f'demo_{task}')
+        amp, bf16, _ = PRECISION[task]
+        env = dict(os.environ, PYTHONUNBUFFERED='1')
+        if bf16 is not None:
+            env['FCVIT_MM_CPU_BF16'] = bf16
         finish = start_process(
             [sys.executable, osp.join(ROOT, 'tools', 'demo.py'),
              '--task', task, '--work-dir', str(folder / 'work'),
@@ -62,9 +71,9 @@ def demo_runs(request, tmp_path_factory):
              '--num-val', '4', '--max-iters', '3', '--val-interval', '3',
              '--num-show', '3', '--num-workers', '0', '--threads', '1',
              '--cfg-options', 'train_dataloader.batch_size=2',
-             'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2'],
-            folder / 'output.txt', timeout=900, cwd=ROOT,
-            env=dict(os.environ, PYTHONUNBUFFERED='1'))
+             'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2']
+            + (['--amp'] if amp else []),
+            folder / 'output.txt', timeout=900, cwd=ROOT, env=env)
         runs[task] = folder, finish
     yield runs
     stop_unfinished(finish for _, finish in runs.values())
@@ -80,6 +89,14 @@ def test_short_demo(demo_runs, capsys, task, metric, top):
     work_dir = tmp_path / 'work'
     with open(work_dir / 'summary.json') as f:
         summary = json.load(f)
+    # it says what it trains in, and trains in it
+    said = PRECISION[task][2]
+    assert summary['precision'].startswith(said)
+    assert f'in {said}' in out
+    if PRECISION[task][0]:
+        wrapper_said = 'bf16 autocast' if said.startswith('bf16') else \
+            'training in float32, not bf16'
+        assert wrapper_said in out
     # what the demo printed at its end is the summary it wrote
     demo.print_summary(summary)
     assert capsys.readouterr().out in out, out[-4000:]

@@ -1,36 +1,32 @@
 """Reliability of real runs: SIGKILL + --resume gives the uninterrupted
 result, a dying distributed worker ends the job, seeds differ per rank,
 and bad data gets errors that name the file."""
-import glob
 import json
 import os
 import os.path as osp
 import shutil
 import signal
 import sys
-import textwrap
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from builders import (MASKRCNN_B12, OUR_HOOKS, RETINANET_B12, TOOLS,
+                      checkpoint_weights, load_cfg, maskrcnn_options,
+                      retinanet_options, small_classifier_config, user_config)
 from conftest import ROOT
-from helpers import (save_checkpoint_with_code, selected, start_process,
+from helpers import (free_port, generated_shapes, module_folder,
+                     save_checkpoint_with_code, selected, start_process,
                      stop_unfinished)
-from test_detection import (MASKRCNN_B12, TOOLS, free_port, maskrcnn_options,
-                            state_dict)
 
 #: each test trains or runs a tool (make test-fast leaves them out)
 pytestmark = pytest.mark.slow
 
 TINY = ['model.backbone.arch=tiny', 'model.neck.in_channels=[32,64,160,320]']
-# what configs/_base_/fcvit_runtime.py declares: a config that sets
-# custom_hooks lists them too
-OUR_HOOKS = [dict(type='SafeResumeHook'), dict(type='RandomStateHook'),
-             dict(type='FiniteLossHook'), dict(type='DataCheckHook'),
-             dict(type='DataLoaderWorkersHook')]
-
+#: the module of the runs' test hooks (HOOKS_MODULE), on their PYTHONPATH
+TEST_HOOKS = 'rel_hooks'
 HOOKS_MODULE = '''
 import json, os, signal
 import numpy as np
@@ -79,30 +75,13 @@ class RecordSeedAndCrash(Hook):
 
 @pytest.fixture(scope='module')
 def coco(tmp_path_factory):
-    from fcvit_mm.datasets import make_shapes_dataset
-    root = str(tmp_path_factory.mktemp('rel_coco'))
-    make_shapes_dataset(root, fmt='coco', num_train=4, num_val=2, img_size=64,
-                        seed=1)
-    return root
+    return generated_shapes(tmp_path_factory, 'rel_coco', 'coco', num_train=4,
+                            num_val=2, img_size=64, seed=1)
 
 
 @pytest.fixture(scope='module')
 def hooks_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp('rel_hooks')
-    (d / 'rel_hooks.py').write_text(HOOKS_MODULE)
-    return str(d)
-
-
-def user_config(folder, base, hooks):
-    path = osp.join(folder, 'user_cfg.py')
-    with open(path, 'w') as f:
-        f.write(textwrap.dedent(f'''
-            _base_ = [{base!r}]
-            custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
-                                  allow_failed_imports=False)
-            custom_hooks = {OUR_HOOKS + list(hooks)!r}
-        '''))
-    return path
+    return module_folder(tmp_path_factory, TEST_HOOKS, HOOKS_MODULE)
 
 
 def train(config, work_dir, options, hooks_dir, extra=(), timeout=600,
@@ -128,7 +107,8 @@ def resume_beside(full_run, config, work_dir, options, hooks_dir):
 
 def assert_same_weights(full_path, resumed_path):
     """The two checkpoints hold the same tensors, bit for bit."""
-    full, resumed = state_dict(full_path), state_dict(resumed_path)
+    full = checkpoint_weights(full_path)
+    resumed = checkpoint_weights(resumed_path)
     assert full.keys() == resumed.keys()
     for k in full:
         assert torch.equal(full[k], resumed[k]), k
@@ -163,13 +143,13 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
     opts = maskrcnn_options(coco) + TINY + [
         'train_cfg.max_epochs=3', 'train_dataloader.num_workers=1',
         'train_dataloader.persistent_workers=False']
-    full_cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    full_cfg = user_config(str(tmp_path), MASKRCNN_B12, TEST_HOOKS)
     full_run = start_train(full_cfg, str(tmp_path / 'full'), opts, hooks_dir,
                            ['--no-validate'])
 
     kill_dir = tmp_path / 'killed'
     kill_dir.mkdir()
-    kill_cfg = user_config(str(kill_dir), MASKRCNN_B12,
+    kill_cfg = user_config(str(kill_dir), MASKRCNN_B12, TEST_HOOKS,
                            [dict(type='KillAfterCheckpoint', epoch=2)])
     work = str(tmp_path / 'interrupted')
     res = train(kill_cfg, work, opts, hooks_dir, ['--no-validate'])
@@ -183,36 +163,39 @@ def test_detection_sigkill_then_resume_equals_uninterrupted(
                         osp.join(work, 'epoch_3.pth'))
 
 
-def test_mmdet_own_train_sigkill_then_resume_equals_uninterrupted(
-        coco, hooks_dir, tmp_path):
-    """The guarantees come with the config, not with our tool: through
-    mmdet's own tools/train.py (as its wheel ships it), a RetinaNet config
-    inheriting ours with ``seed=None`` (as shipped) is killed (SIGKILL) after
-    the epoch-2 checkpoint, and ``--resume`` ends with the weights of a run
-    that was never interrupted (with the seed the interrupted run drew)."""
+def test_mmdet_own_train_amp_sigkill_then_resume_equals_uninterrupted(
+        coco, hooks_dir, tmp_path, monkeypatch):
+    """The guarantees come with the config, not with our tool, and hold in
+    CPU mixed precision: through mmdet's own tools/train.py (as its wheel
+    ships it) with its ``--amp`` (bf16 autocast on the CPU), a RetinaNet
+    config inheriting ours with ``seed=None`` (as shipped) is killed
+    (SIGKILL) after the epoch-2 checkpoint, and ``--resume`` ends with the
+    weights of a run that was never interrupted (with the seed the
+    interrupted run drew)."""
     import mmdet
+    monkeypatch.setenv('FCVIT_MM_CPU_BF16', '1')  # bf16 on any CPU
     tool = osp.join(osp.dirname(mmdet.__file__), '.mim', 'tools', 'train.py')
-    from test_detection import RETINANET_B12, retinanet_options
     opts = retinanet_options(coco) + [
         'model.backbone.arch=tiny', 'model.neck.in_channels=[64,160,320]',
         'train_cfg.max_epochs=3', 'train_dataloader.num_workers=1',
-        'train_dataloader.persistent_workers=False', 'train_cfg.val_interval=9',
-        'randomness.seed=None']
+        'train_dataloader.persistent_workers=False',
+        'train_cfg.val_interval=9', 'randomness.seed=None']
     kill_dir = tmp_path / 'killed'
     kill_dir.mkdir()
-    kill_cfg = user_config(str(kill_dir), RETINANET_B12,
+    kill_cfg = user_config(str(kill_dir), RETINANET_B12, TEST_HOOKS,
                            [dict(type='KillAfterCheckpoint', epoch=2)])
     work = str(tmp_path / 'interrupted')
-    res = train(kill_cfg, work, opts, hooks_dir, tool=tool)
+    res = train(kill_cfg, work, opts, hooks_dir, ['--amp'], tool=tool)
     assert res.returncode == -signal.SIGKILL, res.stdout[-4000:]
     assert 'RandomStateHook' in res.stdout  # declared by the config
+    assert 'bf16 autocast with float32 weights' in res.stdout
     seed = state_dict_meta(osp.join(work, 'epoch_2.pth'))['seed']
 
-    cfg = user_config(str(tmp_path), RETINANET_B12, [])
+    cfg = user_config(str(tmp_path), RETINANET_B12, TEST_HOOKS)
     full_opts = opts[:-1] + [f'randomness.seed={seed}']
     full_run = start_train(cfg, str(tmp_path / 'full'), full_opts, hooks_dir,
-                           tool=tool)
-    res = train(cfg, work, opts, hooks_dir, ['--resume'], tool=tool)
+                           ['--amp'], tool=tool)
+    res = train(cfg, work, opts, hooks_dir, ['--amp', '--resume'], tool=tool)
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'resumed epoch: 2' in res.stdout
     res = full_run()
@@ -229,7 +212,7 @@ def state_dict_meta(path):
 def test_resume_with_corrupt_latest_checkpoint_falls_back(
         coco, hooks_dir, tmp_path):
     opts = maskrcnn_options(coco) + TINY + ['train_cfg.max_epochs=2']
-    cfg = user_config(str(tmp_path), MASKRCNN_B12, [])
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, TEST_HOOKS)
     work = str(tmp_path / 'work')
     res = train(cfg, work, opts, hooks_dir, ['--no-validate'])
     assert res.returncode == 0, res.stdout[-4000:]
@@ -252,7 +235,7 @@ def test_resume_with_corrupt_latest_checkpoint_falls_back(
     assert res.returncode == 0, res.stdout[-4000:]
     assert 'cannot resume from' in res.stdout and 'epoch_2.pth' in res.stdout
     assert 'resumed epoch: 1' in res.stdout
-    assert state_dict(last)  # epoch 2 trained again and saved whole
+    assert checkpoint_weights(last)  # epoch 2 trained again and saved whole
 
 
 @pytest.fixture(scope='module')
@@ -266,7 +249,7 @@ def failing_runs(request, coco, hooks_dir, tmp_path_factory):
 
     def start(name, opts, extra, data=None):
         folder = tmp_path_factory.mktemp(name)
-        cfg = user_config(str(folder), MASKRCNN_B12, [])
+        cfg = user_config(str(folder), MASKRCNN_B12, TEST_HOOKS)
         runs[name] = folder, start_train(
             cfg, str(folder / 'w'), maskrcnn_options(data or coco) + opts,
             hooks_dir, extra)
@@ -311,7 +294,7 @@ def test_dead_worker_ends_distributed_job(coco, hooks_dir, tmp_path):
     non-zero, well within the timeout, and ranks had different seeds."""
     opts = maskrcnn_options(coco, batch_size=1) + TINY + [
         'train_cfg.max_epochs=2', 'randomness.seed=5']
-    cfg = user_config(str(tmp_path), MASKRCNN_B12,
+    cfg = user_config(str(tmp_path), MASKRCNN_B12, TEST_HOOKS,
                       [dict(type='RecordSeedAndCrash', crash_iter=2)])
     work = str(tmp_path / 'work')
     res = train(cfg, work, opts, hooks_dir, ['--no-validate'],
@@ -328,14 +311,11 @@ def test_dead_worker_ends_distributed_job(coco, hooks_dir, tmp_path):
 # bad data
 # --------------------------------------------------------------------------
 def build_train_dataset(coco):
-    from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
     from mmdet.registry import DATASETS
-    from test_detection import as_dict
     init_default_scope('mmdet')
-    cfg = Config.fromfile(MASKRCNN_B12)
-    cfg.merge_from_dict(as_dict(maskrcnn_options(coco)))
+    cfg = load_cfg(MASKRCNN_B12, maskrcnn_options(coco))
     return DATASETS.build(cfg.train_dataloader.dataset)
 
 
@@ -408,11 +388,11 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
     from mmengine.config import Config
 
     from fcvit_mm.datasets import make_shapes_dataset
-    from test_classification import small_config
     data = make_shapes_dataset(str(tmp_path / 'data'), fmt='imagenet',
                                num_train=8, num_val=3, img_size=64,
                                seed=0)['root']
-    path = small_config('fcvit_tiny_in1k.py', data, str(tmp_path / 'cfg'))
+    path = small_classifier_config('fcvit_tiny_in1k.py', data,
+                                   str(tmp_path / 'cfg'))
     cfg = Config.fromfile(path)
     cfg.train_cfg = dict(type='IterBasedTrainLoop', max_iters=6,
                          val_interval=100)
@@ -422,7 +402,7 @@ def test_classification_iter_based_sigkill_then_resume(hooks_dir, tmp_path):
                                         by_epoch=False)
     cfg.train_dataloader.num_workers = 1
     cfg.train_dataloader.sampler = dict(type='InfiniteSampler', shuffle=True)
-    cfg.custom_imports = dict(imports=['fcvit_mm', 'rel_hooks'],
+    cfg.custom_imports = dict(imports=['fcvit_mm', TEST_HOOKS],
                               allow_failed_imports=False)
     cfg.custom_hooks = OUR_HOOKS
     full_cfg = str(tmp_path / 'full_cfg.py')

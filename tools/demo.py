@@ -91,6 +91,10 @@ def parse_args(argv=None):
                    help='dataloader worker processes (default: the config\'s)')
     p.add_argument('--threads', type=int,
                    help='torch CPU threads (default: torch\'s choice)')
+    p.add_argument('--amp', action='store_true',
+                   help='mixed precision (tools/train.py --amp): bf16 '
+                   'autocast with float32 weights on a CPU with native '
+                   'bf16, float32 elsewhere (the output says which)')
     p.add_argument('--cfg-options', nargs='+', default=[],
                    help='more config overrides, key=value')
     args = p.parse_args(argv)
@@ -147,7 +151,7 @@ def build_config(args, task, data_root, work_dir):
     """The task's demo config with the command line applied, written to the
     work dir (it is what tools/train.py and tools/test.py then read)."""
     from mmengine.config import Config, DictAction
-    from fcvit_mm.engine import load_config
+    from fcvit_mm.utils.config import load_config
     cfg = load_config(osp.join(ROOT, TASKS[task]['config']))
     _set_data_root(cfg, task, data_root)
     _rescale_schedule(cfg, args.max_iters, args.val_interval)
@@ -234,7 +238,8 @@ def _train_and_test(args, task, cfg_path, work_dir):
     library's visualizer drawing every val image; returns (checkpoint,
     metrics, drawn images, seconds training, seconds testing)."""
     t0 = time.time()
-    run_tool('train', [cfg_path, '--work-dir', work_dir], args.threads)
+    run_tool('train', [cfg_path, '--work-dir', work_dir] +
+             (['--amp'] if args.amp else []), args.threads)
     t_train = time.time() - t0
     ckpt = _final_checkpoint(work_dir)
     show_dir = osp.join(work_dir, 'predictions')
@@ -248,6 +253,19 @@ def _train_and_test(args, task, cfg_path, work_dir):
     metrics = _test_metrics(work_dir, t0)
     return (ckpt, metrics, _drawn_images(show_dir), t_train,
             time.time() - t0)
+
+
+def training_precision(amp: bool) -> str:
+    """What the training runs in, in words: float32, or with ``--amp``
+    bf16 autocast where the CPU runs bf16 natively (else float32, and
+    why; :mod:`fcvit_mm.engine.mixed_precision`)."""
+    if not amp:
+        return 'float32'
+    from fcvit_mm.utils.cpu import bf16_support
+    support = bf16_support()
+    if support.native:
+        return f'bf16 mixed precision ({support.reason})'
+    return f'float32, not bf16: {support.reason}'
 
 
 def main(argv=None):
@@ -272,9 +290,10 @@ def main(argv=None):
 
     # 2. train with tools/train.py, evaluate and draw with tools/test.py
     cfg, cfg_path = build_config(args, task, data['root'], work_dir)
+    precision = training_precision(args.amp)
     print(f'[demo] training {cfg_path} for {cfg.train_cfg.max_iters} '
-          f'iterations, validating every {cfg.train_cfg.val_interval}',
-          flush=True)
+          f'iterations, validating every {cfg.train_cfg.val_interval}, '
+          f'in {precision}', flush=True)
     ckpt, metrics, drawn, t_train, t_test = _train_and_test(
         args, task, cfg_path, work_dir)
 
@@ -299,6 +318,7 @@ def main(argv=None):
         log_dir=osp.dirname(osp.dirname(scalars)), curves=curves,
         predictions=drawn, predictions_overview=overview,
         data_root=data['root'], max_iters=cfg.train_cfg.max_iters,
+        precision=precision,
         batch_size=cfg.train_dataloader.batch_size,
         metrics=final, all_metrics={k: float(v) for k, v in metrics.items()
                                     if isinstance(v, (int, float))},
@@ -314,7 +334,8 @@ def print_summary(s):
     lines = [
         f'FCViT demo ({s["task"]}) finished in {s["total_seconds"] / 60:.1f}'
         f' min (training {s["train_seconds"] / 60:.1f} min, '
-        f'{s["max_iters"]} iterations of batch {s["batch_size"]}; '
+        f'{s["max_iters"]} iterations of batch {s["batch_size"]} in '
+        f'{s["precision"]}; '
         f'evaluation {s["test_seconds"]:.0f} s)',
         f'  config       {s["config"]}',
         f'  checkpoint   {s["checkpoint"]}',

@@ -46,9 +46,18 @@ def record_kernels(target, mode: str, args) -> fcvit_ops.KernelRecorder:
     return rec
 
 
-def _gemm_job(M: int, K: int, N: int, train: bool, device):
-    x, w = torch.randn(M, K, device=device), torch.randn(N, K, device=device)
-    b, g = torch.randn(N, device=device), torch.randn(M, N, device=device)
+def gemm_dtype(args) -> torch.dtype:
+    """The dtype of the step's GEMMs: autocast's under ``--amp``."""
+    return dict(bf16=torch.bfloat16, fp16=torch.float16).get(
+        args.amp, torch.float32)
+
+
+def _gemm_job(M: int, K: int, N: int, train: bool, device,
+              dtype=torch.float32):
+    def rand(*shape):
+        return torch.randn(*shape, device=device, dtype=dtype)
+
+    x, w, b, g = rand(M, K), rand(N, K), rand(N), rand(M, N)
     # outputs preallocated: the floor leaves allocation out
     y, gx, gw = x.new_empty(M, N), x.new_empty(M, K), x.new_empty(K, N)
 
@@ -70,7 +79,8 @@ def _depthwise_job(shape, conv, gelu: bool, train: bool, args):
 
     def depthwise():
         with torch.set_grad_enabled(train), measure.autocast_ctx(args):
-            y = fcvit_ops.depthwise_conv(x, conv, gelu)
+            y = fcvit_ops.depthwise_conv(
+                x, conv, gelu, kernels=fcvit_ops.device_kernels(x.device))
         if train:
             y.backward(g)
             x.grad = None
@@ -86,7 +96,8 @@ def floor_jobs(target, mode: str, args) -> Optional[List[tuple]]:
     if not rec.calls:
         return None
     train = mode == 'train'
-    jobs = [('gemm', _gemm_job(*shape, train, args.device), count)
+    jobs = [('gemm', _gemm_job(*shape, train, args.device,
+                               gemm_dtype(args)), count)
             for shape, count in Counter(rec.gemms).items()]
     jobs += [('depthwise', _depthwise_job(*call, train, args), count)
              for call, count in Counter(rec.depthwise).items()]
@@ -124,6 +135,33 @@ def measure_floor(target, base, mode: str, args) -> Optional[dict]:
     return dict(gemm=sums[i]['gemm'], depthwise=sums[i]['depthwise'],
                 total=totals[i], step=statistics.median(steps),
                 baseline=statistics.median(base_ts))
+
+
+#: the shapes that measure the machine's rates: a square GEMM, and an 11x11
+#: depthwise convolution at FCViT-B12's first stage (batch 8)
+RATE_GEMM = 1024
+RATE_DEPTHWISE = (8, 64, 56, 56)
+
+
+def machine_rates(args) -> Dict[str, float]:
+    """This machine's multiply-adds per second (G/s) in the step's
+    precision: a large square GEMM (``gemm``, the limit of the 1x1
+    products), and an 11x11 depthwise convolution forward with the
+    kernels the fast path uses (``depthwise``); best of a few runs."""
+    n = RATE_GEMM
+    products = _gemm_job(n, n, n, False, args.device, gemm_dtype(args))
+    conv = torch.nn.Conv2d(RATE_DEPTHWISE[1], RATE_DEPTHWISE[1], 11,
+                           padding=5, groups=RATE_DEPTHWISE[1])
+    depthwise = _depthwise_job(RATE_DEPTHWISE, conv.to(args.device), False,
+                               False, args)
+    dw_macs = torch.Size(RATE_DEPTHWISE).numel() * 11 * 11
+    rates = {}
+    for name, fn, macs in (('gemm', products, n**3),
+                           ('depthwise', depthwise, dw_macs)):
+        fn()  # warm-up
+        best = min(measure.timed(fn, args.device) for _ in range(5))
+        rates[name] = macs / best / 1e9
+    return rates
 
 
 def report(results: Dict[tuple, dict], baseline: str) -> List[dict]:
@@ -173,6 +211,11 @@ def main(argv=None, relaunch: bool = False):
     targets = measure.build_targets(args)
     base = measure.baseline_target(targets, args)
     print(measure.header(args))
+    rates = machine_rates(args)
+    print(f'this machine, {gemm_dtype(args)}: a {RATE_GEMM}^3 GEMM runs at '
+          f'{rates["gemm"]:.0f} G multiply-adds/s, an 11x11 depthwise '
+          f'convolution of {"x".join(map(str, RATE_DEPTHWISE))} at '
+          f'{rates["depthwise"]:.1f} G/s')
     results = {}
     for t in targets:
         if t is base:
@@ -185,6 +228,9 @@ def main(argv=None, relaunch: bool = False):
                 break
             results[(t.name, m)] = res
     rows = report(results, base.name)
+    for r in rows:
+        r.update(machine_gemm_gmacs=rates['gemm'],
+                 machine_depthwise_gmacs=rates['depthwise'])
     measure.save_rows(args, rows)
     return rows
 

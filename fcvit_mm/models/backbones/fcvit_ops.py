@@ -1,16 +1,23 @@
 # Copyright (c) fcvit-mm contributors. Licensed under the Apache License 2.0.
-"""Kernels of FCViT's fast path: how an operation is computed, never what.
+"""Kernels of FCViT's channels-last formulation: how an operation is
+computed, never what.
 
 The model's math lives in :mod:`fcvit_mm.models.backbones.fcvit`, where each
-module holds its plain and its fast formulation side by side. The fast
-formulations run on *channels-last* tensors (logically NCHW, stored NHWC),
-so that a 1x1 convolution is a matrix product on an ``(N*H*W, C)`` view, and
-call the kernels below. Each kernel is chosen by what the situation supports
-(:func:`kernel_set`): the tensor's device and dtype, the autograd state, and
-whether the forward is being traced, exported or compiled; only the kernel
-lines branch, every branch computes the same function.
+module holds its plain and its channels-last formulation side by side. The
+channels-last formulation runs on tensors that are logically NCHW and stored
+NHWC, so that a 1x1 convolution is a matrix product on an ``(N*H*W, C)``
+view, and calls the kernels below.
 
-* ``'cpu'`` kernels (CPU, eager):
+**Kernel sets.** Every FCViT module holds one decided name, its
+``kernels`` (:data:`KERNELS`), which says which code runs:
+
+* ``'plain'``: the plain formulation (the op-by-op transcription of the
+  reference on NCHW tensors); none of the kernels below run;
+* ``'onnx'``: the plain formulation with the ONNX forms of the one-group
+  GroupNorm (:func:`group_norm1`: one ``LayerNormalization``) and of the
+  global context's addition (``GlobalContext._add_onnx``: 4-D tensors
+  only), which an ONNX export writes with fewer ops;
+* ``'cpu'``: the channels-last formulation with the CPU-tuned kernels:
 
   * :func:`linear`: a 1x1 convolution on an NHWC tensor (MKL GEMM); in
     inference (float32, nothing to differentiate) its GELU or residual add
@@ -27,23 +34,36 @@ lines branch, every branch computes the same function.
     glibc's mmap threshold, above which every allocation is returned to the
     OS on free and page-faulted in again on the next use).
 
-* ``'cuda'`` kernels (CUDA, eager): none of the CPU pieces above; the
-  one-group GroupNorms (:func:`group_norm`, :func:`normalize_nhwc`) keep the
-  channels-last layout with float32 statistics and an output in the input's
-  dtype (Triton kernels of :mod:`~fcvit_mm.models.backbones.fcvit_triton`
-  when Triton is importable, else the same math in PyTorch ops).
-* ``'standard'`` kernels (traced by ``torch.jit.trace`` / ONNX export,
-  exported by ``torch.export``, compiled by ``torch.compile``, or another
-  device): standard differentiable aten ops only, no in-place update of a
-  result, no ``autograd.Function``, no batch chunks, so that every exporter
-  knows each op and a compiler sees one graph.
+* ``'cuda'``: the channels-last formulation with none of the CPU pieces
+  above; the one-group GroupNorms (:func:`group_norm`,
+  :func:`normalize_nhwc`) keep the channels-last layout with float32
+  statistics and an output in the input's dtype (Triton kernels of
+  :mod:`~fcvit_mm.models.backbones.fcvit_triton` when Triton is
+  importable, else the same math in PyTorch ops);
+* ``'standard'``: the channels-last formulation with standard
+  differentiable aten ops only, no in-place update of a result, no
+  ``autograd.Function``, no batch chunks, so that every exporter knows each
+  op and a compiler sees one graph (the decision for a fast path on a
+  device without tuned kernels, or set by hand for an export).
+
+The module decides its set once per state (:func:`decide_kernels`: from its
+``fast_path`` and its parameters' device, at construction and on every
+``.to()``). One rule is applied per call, here only
+(:func:`running_kernels`): a module whose set is ``'cpu'`` or ``'cuda'``
+runs the ``'standard'`` kernels while it is compiled (``torch.compile``),
+exported (``torch.export``, ONNX) or traced (``torch.jit.trace``). The
+kernel functions take the module's set (``kernels=``) and apply that rule;
+inside a set, what genuinely varies per call (the dtype, the autograd
+state, autocast) is decided by the kernel lines, and every branch computes
+the same function.
 
 Measurement hook: :class:`KernelRecorder` is a context manager that records
 every :func:`linear` and :func:`depthwise_conv` call (shapes, and whether
 the fused inference kernels ran), e.g. for the kernel floor of
 ``tools/analysis/kernel_floor.py``.
 """
-from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
+from typing import (Iterator, List, NamedTuple, Optional, Sequence, Tuple,
+                    Union)
 
 import torch
 import torch.nn as nn
@@ -63,6 +83,12 @@ MKLDNN_AVAILABLE = torch.backends.mkldnn.is_available()
 # ---------------------------------------------------------------------- #
 # kernel choice
 # ---------------------------------------------------------------------- #
+#: The kernel sets a module can hold (see the module docstring).
+KERNELS = ('plain', 'onnx', 'cpu', 'cuda', 'standard')
+#: The sets of the channels-last formulation; the others run the plain one.
+CHANNELS_LAST_KERNELS = ('cpu', 'cuda', 'standard')
+
+
 def is_traced() -> bool:
     """Whether the running forward is being compiled (``torch.compile``),
     exported (``torch.export``, ONNX) or traced (``torch.jit.trace``)."""
@@ -70,40 +96,47 @@ def is_traced() -> bool:
             or torch.onnx.is_in_onnx_export())
 
 
-def kernel_set(x: torch.Tensor) -> str:
-    """The kernels for ``x``: ``'standard'`` when traced / exported /
-    compiled (see :func:`is_traced`), else ``'cpu'`` or ``'cuda'`` by
-    ``x``'s device (``'standard'`` on any other device)."""
-    if is_traced():
-        return 'standard'
-    device = x.device.type
-    return device if device in ('cpu', 'cuda') else 'standard'
+def device_kernels(device: Union[str, torch.device]) -> str:
+    """The channels-last kernel set for parameters on ``device``: ``'cpu'``,
+    ``'cuda'``, or ``'standard'`` on any other device (no kernels tuned
+    for it)."""
+    kind = torch.device(device).type
+    return kind if kind in ('cpu', 'cuda') else 'standard'
 
 
-def onnx_export() -> bool:
-    """Whether the running forward is being exported by torch's
-    TorchScript-based ONNX exporter, which emits the ONNX forms of
-    :func:`group_norm1` and of the global context (see
-    ``GlobalContext``): one op per GroupNorm, 4-D tensors only."""
-    return torch.onnx.is_in_onnx_export()
+def decide_kernels(fast_path: Union[bool, str],
+                   device: Union[str, torch.device]) -> str:
+    """The kernel set of a module with this ``fast_path`` whose parameters
+    are on ``device``.
 
+    ``False``: ``'plain'``. ``True``: the channels-last formulation with
+    the device's kernels (:func:`device_kernels`). ``'auto'``:
 
-def fast_path_suits(x: torch.Tensor) -> bool:
-    """Whether ``fast_path='auto'`` runs the fast formulation on ``x``.
-
-    * CPU, any dtype: yes (measured: 3.4x / 2.6x the plain path's
+    * CPU, any dtype: ``'cpu'`` (measured: 3.4x / 2.6x the plain path's
       throughput in inference / training, float32);
-    * CUDA, any dtype: no, the plain path (measured on an H100, batch 64:
-      the channels-last formulation at 0.59x / 0.82x the plain path's
+    * CUDA, any dtype: ``'plain'`` (measured on an H100, batch 64: the
+      channels-last formulation at 0.59x / 0.82x the plain path's
       throughput under bf16 autocast, 0.38x / 0.52x in float32, inference
       / training). ``fast_path=True`` runs the channels-last formulation
-      with the CUDA kernels of this module (cuDNN's NHWC depthwise kernels,
-      the Triton one-group GroupNorm); the GPU check script
+      with the ``'cuda'`` kernels (cuDNN's NHWC depthwise kernels, the
+      Triton one-group GroupNorm); the GPU check script
       (``tools/analysis/gpu_check.py``) times both, and this line changes
       when the CUDA formulation wins there;
-    * any other device: no (no kernels tuned for it).
+    * any other device: ``'plain'`` (no kernels tuned for it).
     """
-    return x.device.type == 'cpu'
+    if fast_path == 'auto':
+        return 'cpu' if torch.device(device).type == 'cpu' else 'plain'
+    return device_kernels(device) if fast_path else 'plain'
+
+
+def running_kernels(kernels: str) -> str:
+    """The kernel set that runs now for a module whose set is ``kernels``:
+    ``'standard'`` in place of ``'cpu'`` or ``'cuda'`` while the forward is
+    compiled, exported or traced (:func:`is_traced`), else ``kernels``.
+    The one place where tracing changes the kernels."""
+    if kernels in ('cpu', 'cuda') and is_traced():
+        return 'standard'
+    return kernels
 
 
 # ---------------------------------------------------------------------- #
@@ -184,11 +217,14 @@ def nchw(x: torch.Tensor) -> torch.Tensor:
     return x.permute(0, 3, 1, 2)
 
 
-def mkldnn_fusable(x: torch.Tensor, *params: Optional[torch.Tensor]) -> bool:
-    """Whether oneDNN's fused inference kernels may run: CPU, float32,
-    nothing to differentiate, no autocast."""
-    if (not MKLDNN_AVAILABLE or x.dtype != torch.float32
-            or kernel_set(x) != 'cpu'):
+def mkldnn_fusable(x: torch.Tensor, *params: Optional[torch.Tensor],
+                   kernels: str) -> bool:
+    """Whether oneDNN's fused inference kernels may run: the ``'cpu'``
+    kernels running (``kernels``: the set that runs,
+    :func:`running_kernels`), float32, nothing to differentiate, no
+    autocast."""
+    if (kernels != 'cpu' or not MKLDNN_AVAILABLE
+            or x.dtype != torch.float32):
         return False
     if torch.is_autocast_enabled('cpu'):
         return False
@@ -205,12 +241,15 @@ def linear(x: torch.Tensor,
            weight: torch.Tensor,
            bias: Optional[torch.Tensor],
            gelu: bool = False,
-           residual: Optional[torch.Tensor] = None) -> torch.Tensor:
+           residual: Optional[torch.Tensor] = None,
+           *,
+           kernels: str) -> torch.Tensor:
     """``[residual +] [gelu](x @ weight.T + bias)`` on the last dim of an
-    NHWC tensor (``gelu`` and ``residual`` are exclusive)."""
+    NHWC tensor (``gelu`` and ``residual`` are exclusive) with the
+    module's kernel set ``kernels``."""
     if gelu and residual is not None:
         raise ValueError('linear: gelu and residual are exclusive')
-    fused = mkldnn_fusable(x, weight, bias)
+    fused = mkldnn_fusable(x, weight, bias, kernels=running_kernels(kernels))
     if _RECORDERS and not is_traced():
         _record(KernelCall('gemm', (x.numel() // x.shape[-1],
                                     weight.shape[1], weight.shape[0]), fused))
@@ -283,14 +322,27 @@ class DepthwiseConvFFTGrad(torch.autograd.Function):
     the usual kernels, weight gradient by :func:`depthwise_weight_grad_fft`.
 
     ``DepthwiseConvFFTGrad.apply(x, weight, bias, padding)``.
+
+    Under CPU autocast the convolution runs in the autocast dtype (as
+    ``nn.Conv2d`` would: bf16, on oneDNN's channels-last kernels), the
+    input gradient too, and the weight and bias gradients are summed in
+    float32 and returned in the weights' dtype (oneDNN's bf16
+    backward-weights pass of an 11x11 depthwise convolution is slower than
+    its float32 one).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, padding):
         ctx.padding = padding
-        ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
+        ctx.weight_dtype = weight.dtype
+        if torch.is_autocast_enabled('cpu'):
+            dtype = torch.get_autocast_dtype('cpu')
+            x, weight = x.to(dtype), weight.to(dtype)
+            bias = None if bias is None else bias.to(dtype)
+        ctx.save_for_backward(x, weight)
+        with torch.autocast('cpu', enabled=False):
+            return F.conv2d(x, weight, bias, 1, padding, 1, x.shape[1])
 
     @staticmethod
     def backward(ctx, grad):
@@ -301,30 +353,34 @@ class DepthwiseConvFFTGrad(torch.autograd.Function):
                 grad, x, weight, None, [1, 1], list(ctx.padding), [1, 1],
                 False, [0, 0], x.shape[1], [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            grad_w = depthwise_weight_grad_fft(x, grad, weight.shape[-2:],
-                                               ctx.padding)
+            grad_w = depthwise_weight_grad_fft(
+                x, grad, weight.shape[-2:],
+                ctx.padding).to(ctx.weight_dtype)
         if ctx.has_bias and ctx.needs_input_grad[2]:
-            grad_b = grad.sum((0, 2, 3))
+            # summed in float32 at least
+            grad_b = grad.sum((0, 2, 3), dtype=torch.promote_types(
+                grad.dtype, torch.float32)).to(ctx.weight_dtype)
         return grad_x, grad_w, grad_b, None
 
 
-def _fft_grad_applies(x: torch.Tensor, conv: nn.Conv2d) -> bool:
+def _fft_grad_applies(x: torch.Tensor, conv: nn.Conv2d, kernels: str) -> bool:
     needs_grad = torch.is_grad_enabled() and (
         x.requires_grad or conv.weight.requires_grad)
-    return (needs_grad and kernel_set(x) == 'cpu'
-            and x.dtype in (torch.float32, torch.float64)
-            and not torch.is_autocast_enabled('cpu')
+    return (needs_grad and kernels == 'cpu'
+            and x.dtype in (torch.float32, torch.float64, torch.bfloat16)
             and min(conv.kernel_size) >= FFT_GRAD_MIN_KERNEL
             and tuple(conv.stride) == (1, 1)
             and tuple(conv.dilation) == (1, 1))
 
 
-def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
-                   gelu: bool = False) -> torch.Tensor:
+def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d, gelu: bool = False,
+                   *, kernels: str) -> torch.Tensor:
     """``[gelu](conv(x))`` for a depthwise ``nn.Conv2d`` on a channels-last
-    tensor; returns channels-last."""
+    tensor with the module's kernel set ``kernels``; returns
+    channels-last."""
     pad = tuple(conv.padding)
-    fused = mkldnn_fusable(x, conv.weight, conv.bias)
+    kernels = running_kernels(kernels)
+    fused = mkldnn_fusable(x, conv.weight, conv.bias, kernels=kernels)
     if _RECORDERS and not is_traced():
         _record(KernelCall('depthwise', tuple(x.shape), fused, conv, gelu))
     if fused:
@@ -332,7 +388,7 @@ def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
             x, conv.weight, conv.bias, list(pad), [1, 1], [1, 1],
             conv.groups, 'gelu' if gelu else 'none', [],
             'none' if gelu else None)
-    if _fft_grad_applies(x, conv):
+    if _fft_grad_applies(x, conv, kernels):
         y = DepthwiseConvFFTGrad.apply(x, conv.weight, conv.bias, pad)
     else:
         y = conv(x)
@@ -346,13 +402,13 @@ def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d,
 # ---------------------------------------------------------------------- #
 def group_norm(x: torch.Tensor, num_groups: int,
                weight: Optional[torch.Tensor], bias: Optional[torch.Tensor],
-               eps: float) -> torch.Tensor:
+               eps: float, *, kernels: str) -> torch.Tensor:
     """``F.group_norm`` on a channels-last tensor, returned channels-last.
 
     With the ``'cuda'`` kernels one group is :func:`group_norm1_nhwc` on the
     NHWC view (CUDA's GroupNorm kernels make a channels-last input
     contiguous, forward and backward)."""
-    if num_groups == 1 and kernel_set(x) == 'cuda':
+    if num_groups == 1 and running_kernels(kernels) == 'cuda':
         return nchw(group_norm1_nhwc(nhwc(x), weight, bias, eps))
     y = F.group_norm(x, num_groups, weight, bias, eps)
     if not y.is_contiguous(memory_format=torch.channels_last):
@@ -383,22 +439,26 @@ class _OnnxGroupNorm1(torch.autograd.Function):
                     g.op('Unsqueeze', bias, axes), axis_i=1, epsilon_f=eps)
 
 
-def group_norm1(x: torch.Tensor, norm: nn.GroupNorm) -> torch.Tensor:
+def group_norm1(x: torch.Tensor, norm: nn.GroupNorm, *,
+                kernels: str) -> torch.Tensor:
     """``norm(x)`` for a one-group ``nn.GroupNorm`` (with or without
     affine) on an NCHW tensor of any memory layout: the module itself, but
-    in a TorchScript-based ONNX export one ``LayerNormalization``
-    (:class:`_OnnxGroupNorm1`)."""
-    if not onnx_export():
+    with the ``'onnx'`` kernels :class:`_OnnxGroupNorm1` (one
+    ``LayerNormalization`` in an ONNX export; inference only: it has no
+    backward)."""
+    if kernels != 'onnx':
         return norm(x)
     weight = norm.weight if norm.affine else x.new_ones(norm.num_channels)
     bias = norm.bias if norm.affine else x.new_zeros(norm.num_channels)
     return _OnnxGroupNorm1.apply(x, weight, bias, norm.eps)
 
 
-def normalize_nhwc(x: torch.Tensor, eps: float) -> torch.Tensor:
+def normalize_nhwc(x: torch.Tensor, eps: float, *,
+                   kernels: str) -> torch.Tensor:
     """A one-group GroupNorm without affine of an NHWC tensor ``x``: each
-    sample standardised over all its elements (biased variance)."""
-    kernels = kernel_set(x)
+    sample standardised over all its elements (biased variance), with the
+    module's kernel set ``kernels``."""
+    kernels = running_kernels(kernels)
     if kernels == 'cuda':
         return group_norm1_nhwc(x, None, None, eps)
     if kernels == 'standard':
@@ -420,18 +480,19 @@ def group_norm1_nhwc(x: torch.Tensor, weight: Optional[torch.Tensor],
     return fcvit_triton.group_norm1_reference(x, weight, bias, eps)
 
 
-def chunk_size(x: torch.Tensor, hidden: int) -> int:
+def chunk_size(x: torch.Tensor, hidden: int, *, kernels: str) -> int:
     """Samples per chunk of an NHWC batch ``x`` whose per-sample hidden
     tensor has ``hidden`` channels (the whole batch but with the ``'cpu'``
-    kernels)."""
+    kernels running)."""
     B, H, W, _ = x.shape
-    if kernel_set(x) != 'cpu':
+    if running_kernels(kernels) != 'cpu':
         return B
     per_sample = H * W * hidden * x.element_size()
     return max(1, min(B, CHUNK_BYTES // max(per_sample, 1)))
 
 
-def batch_chunks(x: torch.Tensor, hidden: int) -> Iterator[torch.Tensor]:
+def batch_chunks(x: torch.Tensor, hidden: int, *,
+                 kernels: str) -> Iterator[torch.Tensor]:
     """The NHWC batch ``x`` in chunks of :func:`chunk_size` samples."""
-    size = chunk_size(x, hidden)
+    size = chunk_size(x, hidden, kernels=kernels)
     return iter(x.split(size) if size < x.shape[0] else (x, ))

@@ -63,8 +63,8 @@ class ImageTarget:
         self.model = Classifier(build_backbone(base),
                                 backbone_only=args.backbone_only)
         self.model.to(args.device)
-        #: what the backbone's ``fast_path`` is, as built (FCViT only)
-        self.fast_path = getattr(self.model.backbone, 'fast_path', None)
+        #: the backbone's ``kernels`` on the device (FCViT only)
+        self.kernels = getattr(self.model.backbone, 'kernels', None)
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         H, W = args.size
@@ -358,7 +358,8 @@ def header(args) -> str:
     """One line describing the run's setting."""
     dev = args.device
     if dev == 'cpu':
-        dev += f' ({torch.get_num_threads()} threads)'
+        from fcvit_mm.utils.cpu import describe_cpu
+        dev += f' ({torch.get_num_threads()} threads; {describe_cpu()})'
     else:
         dev += f' ({torch.cuda.get_device_name(args.device)})'
     return (f'device {dev}, batch {args.batch}, size {args.size[0]}x'
