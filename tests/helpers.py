@@ -1,5 +1,7 @@
 """Helpers shared by the tests (importable: pytest puts tests/ on sys.path)."""
 import collections
+import contextlib
+import logging
 import importlib.util
 import os.path as osp
 import socket
@@ -259,3 +261,19 @@ def assert_rel_close(actual, expected, rtol, name=''):
     scale = expected.abs().max().clamp_min(1e-30)
     err = ((actual - expected).abs().max() / scale).item()
     assert err <= rtol, f'{name}: relative error {err:.2e} > {rtol:.0e}'
+
+
+@contextlib.contextmanager
+def logged_records():
+    """The records that mmengine's current logger emits inside the block
+    (a list, filled as they come)."""
+    from mmengine.logging import MMLogger
+    logger = MMLogger.get_current_instance()
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        logger.removeHandler(handler)

@@ -25,7 +25,7 @@ from builders import (CLASSES, DET_DIR, DET_IMG, MASKRCNN_B12, RETINANET_B12,
                       retinanet_options)
 # one_thread: an autouse fixture for this module
 from helpers import (ROOT, free_port, generated_shapes, load_tool,
-                     one_thread)  # noqa: F401
+                     logged_records, one_thread)  # noqa: F401
 
 TOP_CONFIGS = sorted(
     p for p in glob.glob(osp.join(DET_DIR, '*.py'))
@@ -246,19 +246,10 @@ def test_no_pretrained_trains_from_scratch_with_warning():
     (fcvit_mm.models.checkpoint.is_empty_pretrained) is a from-scratch
     initialisation with a warning, whatever runs the config."""
     import logging
-
-    from mmengine.logging import MMLogger
     cfg = load_cfg(RETINANET_B12)
     model = build_model(cfg)
-    logger = MMLogger.get_current_instance()
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with logged_records() as records:
         model.init_weights()  # the from-scratch initialisation runs
-    finally:
-        logger.removeHandler(handler)
     warnings = [r.getMessage() for r in records
                 if r.levelno == logging.WARNING
                 and 'scratch' in r.getMessage()]

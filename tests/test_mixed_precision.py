@@ -3,7 +3,6 @@
 and trains in bf16 autocast with float32 weights, every config family takes
 a training step under it, the mmcv / mmdet pieces that refuse bf16 run in
 float32, and a CPU without native bf16 trains in float32 and says why."""
-import logging
 import math
 import os.path as osp
 
@@ -11,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from mmengine.logging import MMLogger
 from mmengine.optim import build_optim_wrapper
 from mmengine.registry import DefaultScope
 
@@ -21,7 +19,8 @@ from fcvit_mm.utils import cpu
 from builders import (CLASSES, DET_DIR, load_cfg, maskrcnn_options,
                       retinanet_options)
 # one_thread: an autouse fixture for this module
-from helpers import ROOT, generated_shapes, one_thread  # noqa: F401
+from helpers import (ROOT, generated_shapes, logged_records,  # noqa: F401
+                     one_thread)
 
 SEG_DIR = osp.join(ROOT, 'configs', 'segmentation')
 CLS_DIR = osp.join(ROOT, 'configs', 'classification')
@@ -109,15 +108,8 @@ def test_amp_optim_wrapper_trains_bf16_on_cpu(native_bf16, scope):
 def test_amp_without_native_bf16_trains_float32_and_says_why(no_bf16):
     model = _toy()
     model(torch.randn(1, 3, 8, 8))
-    logger = MMLogger.get_current_instance()
-    records = []
-    handler = logging.Handler()
-    handler.emit = records.append
-    logger.addHandler(handler)
-    try:
+    with logged_records() as records:
         wrapper = build_optim_wrapper(model, dict(AMP))
-    finally:
-        logger.removeHandler(handler)
     assert _step(model, wrapper) == torch.float32
     said = ' '.join(r.getMessage() for r in records)
     assert 'float32' in said and cpu.ENV in said, said

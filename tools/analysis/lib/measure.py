@@ -140,6 +140,13 @@ def build_targets(args) -> list:
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f'targets must have distinct names, got {names}')
+    if args.amp == 'bf16' and args.device == 'cpu':
+        # what --amp's AmpOptimWrapper does for a CPU training run
+        from fcvit_mm.engine.mixed_precision import (guard_strided_convs,
+                                                      install_float32_islands)
+        install_float32_islands()
+        for t in targets:
+            guard_strided_convs(t.model)
     return targets
 
 
