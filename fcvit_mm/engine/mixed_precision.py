@@ -20,7 +20,7 @@ disk changes; :mod:`fcvit_mm.internals` lists each).
 """
 import functools
 from contextlib import contextmanager
-from typing import Callable, Optional, Union
+from typing import Callable, Union
 
 import torch
 import torch.nn as nn
@@ -73,8 +73,8 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
                 f'unset or set optim_wrapper.dtype=\'bfloat16\'')
         support = bf16_support()
         self.cast_dtype = torch.bfloat16 if support.native else None
-        self.autocast_enabled = support.native
         self.loss_scaler = None
+        self._guarded = None  # the model whose convolutions are guarded
         self._scale_update_param = None
         if support.native:
             install_float32_islands()
@@ -84,6 +84,11 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
         else:
             print_log(f'AmpOptimWrapper: training in float32, not bf16: '
                       f'{support.reason}', logger='current', level=30)
+
+    @property
+    def autocast_enabled(self) -> bool:
+        """Whether the forward runs under CPU bf16 autocast."""
+        return self.on_cpu and self.cast_dtype is not None
 
     def backward(self, loss: torch.Tensor, **kwargs):
         if not self.on_cpu:
@@ -105,9 +110,7 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             return super().load_state_dict(state_dict)
         state_dict = dict(state_dict)
         state_dict.pop('loss_scaler', None)  # a GPU run's; unused here
-        if 'base_param_settings' in state_dict:
-            self.base_param_settings = state_dict.pop('base_param_settings')
-        self.optimizer.load_state_dict(state_dict)
+        OptimWrapper.load_state_dict(self, state_dict)
 
     @contextmanager
     def optim_context(self, model: nn.Module):
@@ -115,8 +118,9 @@ class AmpOptimWrapper(MMEngineAmpOptimWrapper):
             with super().optim_context(model):
                 yield
             return
-        if self.autocast_enabled:
-            guard_strided_convs(model)
+        if self.autocast_enabled and self._guarded is not model:
+            guard_strided_convs(model)  # once per model, not every step
+            self._guarded = model
         with OptimWrapper.optim_context(self, model), torch.autocast(
                 'cpu', dtype=torch.bfloat16, enabled=self.autocast_enabled):
             yield
@@ -229,9 +233,3 @@ def guard_strided_convs(model: nn.Module) -> None:
             m.register_forward_hook(_resume_autocast)
             m._fcvit_thin_map_guard = True
 
-
-def autocast_dtype(optim_wrapper) -> Optional[torch.dtype]:
-    """The dtype a built optimiser wrapper autocasts to (None: none)."""
-    if isinstance(optim_wrapper, AmpOptimWrapper) and optim_wrapper.on_cpu:
-        return optim_wrapper.cast_dtype
-    return getattr(optim_wrapper, 'cast_dtype', None)
