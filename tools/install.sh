@@ -110,6 +110,49 @@ wheel_ok() {  # wheel_ok FILE: is FILE a complete zip archive?
     "$PY" -m zipfile -t "$1" >/dev/null 2>&1
 }
 
+libs_ok() {  # are the stack's libraries installed at their pinned versions?
+    local dist
+    for dist in "${LIB_DISTS[@]}"; do
+        have "$dist" "$(pin "$dist")" || return 1
+    done
+}
+requirements_changed() {  # a requirement file newer than the last install?
+    local f
+    for f in "$RUNTIME" "$CONSTRAINTS" requirements/tests.txt \
+        requirements/deploy.txt requirements/openvino.txt setup.py; do
+        [ "$f" -nt "$VENV/.fcvit_mm_installed" ] && return 0
+    done
+    return 1
+}
+ready() {  # every pin installed and everything importable: say so, in one
+    local dist args=()  # interpreter start (torch and the libraries once)
+    for dist in torch torchvision "$MMCV_DIST" "${LIB_DISTS[@]}"; do
+        args+=("$dist==$(pin "$dist")")
+    done
+    "$PY" - "$STACK" "${args[@]}" <<'EOF'
+import sys
+from importlib.metadata import version
+for pinned in sys.argv[2:]:
+    dist, want = pinned.split('==')
+    if version(dist).split('+')[0] != want:
+        sys.exit(f'{dist} {version(dist)} is installed, not {want}')
+import mmcv, mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm
+import pytest, xdist, hypothesis, onnxruntime, openvino  # noqa: F401
+print('[install] ready (stack: %s): mmcv' % sys.argv[1], mmcv.__version__, 'mmdet', mmdet.__version__,
+      'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)
+EOF
+}
+finish() {  # the ready line; nothing failed, so the log is not needed
+    tail -n 1 "$LOG"
+    rm -f "$LOG"
+}
+
+# --- nothing to do (the common case): one check ------------------------------
+if ! requirements_changed && ready >>"$LOG" 2>&1; then
+    finish
+    exit 0
+fi
+
 # --- 1. torch -------------------------------------------------
 if ! have torch "$(pin torch)" || ! have torchvision "$(pin torchvision)"; then
     step "installing torch $(pin torch), torchvision $(pin torchvision)"
@@ -183,20 +226,9 @@ EOF
 fi
 
 # --- 3. the OpenMMLab libraries, test tools, this package ---------------------
-libs_ok() {  # are the stack's libraries installed at their pinned versions?
-    local dist
-    for dist in "${LIB_DISTS[@]}"; do
-        have "$dist" "$(pin "$dist")" || return 1
-    done
-}
 if ! libs_ok \
-    || ! "$PY" -c 'import fcvit_mm, pytest, hypothesis, onnxruntime, openvino' 2>/dev/null \
-    || [ "$RUNTIME" -nt "$VENV/.fcvit_mm_installed" ] \
-    || [ "$CONSTRAINTS" -nt "$VENV/.fcvit_mm_installed" ] \
-    || [ requirements/tests.txt -nt "$VENV/.fcvit_mm_installed" ] \
-    || [ requirements/deploy.txt -nt "$VENV/.fcvit_mm_installed" ] \
-    || [ requirements/openvino.txt -nt "$VENV/.fcvit_mm_installed" ] \
-    || [ setup.py -nt "$VENV/.fcvit_mm_installed" ]; then
+    || ! "$PY" -c 'import fcvit_mm, pytest, xdist, hypothesis, onnxruntime, openvino' 2>/dev/null \
+    || requirements_changed; then
     step "installing the OpenMMLab libraries ($STACK) and test tools"
     run "${PIP[@]}" install -c "$CONSTRAINTS" -r "$RUNTIME" \
         -r requirements/tests.txt
@@ -205,12 +237,6 @@ if ! libs_ok \
     touch "$VENV/.fcvit_mm_installed"
 fi
 STEP="checking the environment"
-CMD="$PY -c 'import mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm'"
-"$PY" - "$STACK" >>"$LOG" 2>&1 <<'EOF'
-import sys
-import mmcv, mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm
-print('[install] ready (stack: %s): mmcv' % sys.argv[1], mmcv.__version__, 'mmdet', mmdet.__version__,
-      'mmseg', mmseg.__version__, 'mmpretrain', mmpretrain.__version__)
-EOF
-tail -n 1 "$LOG"
-rm -f "$LOG"  # nothing failed: the log is not needed
+CMD="$PY - (every pin installed; mmcv.ops, mmdet, mmseg, mmpretrain, fcvit_mm and the test tools import)"
+ready >>"$LOG" 2>&1
+finish
