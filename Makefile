@@ -31,11 +31,14 @@ lint: install
 clean-venv:
 	rm -rf $(VENV)
 
-# The main job on generated data: TASK=det (Mask R-CNN, default), seg or cls.
+# The main job on generated data: TASK=det (Mask R-CNN, default), seg or cls;
+# PRECISION=auto (bf16 mixed precision where the CPU runs bf16 natively,
+# float32 elsewhere), bf16 or fp32.
 TASK ?= det
+PRECISION ?= auto
 .PHONY: demo
 demo: install
-	$(PYTHON) tools/demo.py --task $(TASK)
+	$(PYTHON) tools/demo.py --task $(TASK) --precision $(PRECISION)
 
 # ONNX export, ONNX Runtime and OpenVINO (docs/deployment.md); not needed
 # for training.

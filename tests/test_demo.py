@@ -40,11 +40,13 @@ def _valid_image(path):
 
 DEMO_CASES = [('det', 'bbox AP@0.5', 1.0), ('seg', 'mIoU', 100.0),
               ('cls', 'top-1', 100.0)]
-#: per task: --amp, and the CPU's bf16 as the run sees it (FCVIT_MM_CPU_BF16;
-#: None: the machine's), and what the demo must say it trains in
-PRECISION = {'det': (False, None, 'float32'),
-             'seg': (True, '1', 'bf16 mixed precision'),
-             'cls': (True, '0', 'float32, not bf16')}
+#: per task: its --precision arguments, the CPU's bf16 as the run sees it
+#: (FCVIT_MM_CPU_BF16; None: the machine's), what the demo must say it
+#: trains in, and what tools/train.py's AmpOptimWrapper says (None: no --amp)
+PRECISION = {'det': (['--precision', 'fp32'], None, 'float32', None),
+             'seg': (['--amp'], '1', 'bf16 mixed precision',
+                     'CPU mixed precision, bf16 autocast'),
+             'cls': ([], '0', 'float32, not bf16', None)}
 
 
 @pytest.fixture(scope='module')
@@ -60,7 +62,7 @@ def demo_runs(request, tmp_path_factory):
         if f'test_short_demo[{task}-{metric}-{top}]' not in tests:
             continue
         folder = tmp_path_factory.mktemp(f'demo_{task}')
-        amp, bf16, _ = PRECISION[task]
+        precision, bf16, _, _ = PRECISION[task]
         env = dict(os.environ, PYTHONUNBUFFERED='1')
         if bf16 is not None:
             env['FCVIT_MM_CPU_BF16'] = bf16
@@ -72,7 +74,7 @@ def demo_runs(request, tmp_path_factory):
              '--num-show', '3', '--num-workers', '0', '--threads', '1',
              '--cfg-options', 'train_dataloader.batch_size=2',
              'val_dataloader.batch_size=2', 'test_dataloader.batch_size=2']
-            + (['--amp'] if amp else []),
+            + precision,
             folder / 'output.txt', timeout=900, cwd=ROOT, env=env)
         runs[task] = folder, finish
     yield runs
@@ -90,13 +92,13 @@ def test_short_demo(demo_runs, capsys, task, metric, top):
     with open(work_dir / 'summary.json') as f:
         summary = json.load(f)
     # it says what it trains in, and trains in it
-    said = PRECISION[task][2]
+    _, _, said, wrapper_said = PRECISION[task]
     assert summary['precision'].startswith(said)
     assert f'in {said}' in out
-    if PRECISION[task][0]:
-        wrapper_said = 'bf16 autocast' if said.startswith('bf16') else \
-            'training in float32, not bf16'
-        assert wrapper_said in out
+    if wrapper_said:
+        assert f'AmpOptimWrapper: {wrapper_said}' in out
+    else:  # no --amp given to tools/train.py: mmengine's plain wrapper
+        assert 'AmpOptimWrapper' not in out
     # what the demo printed at its end is the summary it wrote
     demo.print_summary(summary)
     assert capsys.readouterr().out in out, out[-4000:]
@@ -182,3 +184,24 @@ def test_bad_arguments():
         demo.parse_args(['--task', 'panoptic'])
     with pytest.raises(SystemExit):
         demo.parse_args(['--max-iters', '0'])
+
+
+@pytest.mark.parametrize('precision,cpu_bf16,amp,said', [
+    ('auto', '1', True, 'bf16 mixed precision (FCVIT_MM_CPU_BF16=1)'),
+    ('auto', '0', False, 'float32, not bf16: FCVIT_MM_CPU_BF16=0'),
+    ('bf16', '1', True, 'bf16 mixed precision (FCVIT_MM_CPU_BF16=1)'),
+    # asked for: --amp, whose wrapper falls back to float32 and says so
+    ('bf16', '0', True, 'float32, not bf16: FCVIT_MM_CPU_BF16=0'),
+    ('fp32', '1', False, 'float32')])
+def test_precision_follows_the_cpu(monkeypatch, precision, cpu_bf16, amp,
+                                   said):
+    """``make demo`` (``--precision auto``) trains in bf16 mixed precision
+    where the CPU runs bf16 natively and in float32 elsewhere, saying why;
+    ``--amp`` is ``--precision bf16``."""
+    demo = _demo()
+    monkeypatch.setenv('FCVIT_MM_CPU_BF16', cpu_bf16)
+    assert demo.training_precision(precision) == (amp, said)
+    assert demo.parse_args([]).precision == 'auto'
+    assert demo.parse_args(['--amp']).precision == 'bf16'
+    with pytest.raises(ValueError, match='precision must be one of'):
+        demo.training_precision('fp16')

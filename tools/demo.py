@@ -7,7 +7,7 @@ model on it with ``tools/train.py``, evaluate the final checkpoint with
     python tools/demo.py [--task {det,seg,cls}] [--work-dir DIR]
         [--data-root DIR] [--max-iters N] [--val-interval N]
         [--num-train N] [--num-val N] [--num-show N] [--threads N]
-        [--cfg-options k=v ...]
+        [--precision {auto,bf16,fp32}] [--cfg-options k=v ...]
 
 Tasks: ``det`` Mask R-CNN (COCO layout, bbox/segm AP), ``seg`` Semantic FPN
 (ADE20K layout, mIoU), ``cls`` image classification (ImageNet layout,
@@ -20,6 +20,11 @@ image with its ground truth and prediction, drawn by the library's own
 visualizer through ``tools/test.py --show-dir``), ``predictions.png`` (the
 first ``--num-show`` of them side by side), ``summary.json``; a summary is
 printed at the end.
+
+Precision: by default (``auto``) the training runs in bf16 mixed precision
+(``tools/train.py --amp``: bf16 autocast, float32 weights) on a CPU that
+runs bf16 natively (AMX or AVX-512 bf16, :mod:`fcvit_mm.utils.cpu`), in
+float32 elsewhere; the output says which, and why.
 """
 import argparse
 import glob
@@ -38,6 +43,8 @@ import time
 os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')
 
 ROOT = osp.dirname(osp.dirname(osp.abspath(__file__)))
+#: --precision: auto (bf16 where the CPU runs it natively), bf16, fp32
+PRECISIONS = ('auto', 'bf16', 'fp32')
 sys.path.insert(0, ROOT)
 
 #: the demo's data: 128 x 128 images, up to 3 shapes of 32-64 pixels each,
@@ -91,10 +98,14 @@ def parse_args(argv=None):
                    help='dataloader worker processes (default: the config\'s)')
     p.add_argument('--threads', type=int,
                    help='torch CPU threads (default: torch\'s choice)')
-    p.add_argument('--amp', action='store_true',
-                   help='mixed precision (tools/train.py --amp): bf16 '
-                   'autocast with float32 weights on a CPU with native '
-                   'bf16, float32 elsewhere (the output says which)')
+    p.add_argument('--precision', choices=PRECISIONS, default='auto',
+                   help='training precision: auto (default): bf16 mixed '
+                   'precision (tools/train.py --amp) on a CPU with native '
+                   'bf16, float32 elsewhere; bf16: ask for it (float32, '
+                   'and why, on a CPU without it); fp32: float32 '
+                   '(the output says which)')
+    p.add_argument('--amp', dest='precision', action='store_const',
+                   const='bf16', help='the same as --precision bf16')
     p.add_argument('--cfg-options', nargs='+', default=[],
                    help='more config overrides, key=value')
     args = p.parse_args(argv)
@@ -255,17 +266,23 @@ def _train_and_test(args, task, cfg_path, work_dir):
             time.time() - t0)
 
 
-def training_precision(amp: bool) -> str:
-    """What the training runs in, in words: float32, or with ``--amp``
-    bf16 autocast where the CPU runs bf16 natively (else float32, and
-    why; :mod:`fcvit_mm.engine.mixed_precision`)."""
-    if not amp:
-        return 'float32'
+def training_precision(precision: str):
+    """``(amp, words)`` for ``--precision``: whether tools/train.py gets
+    ``--amp``, and what the training runs in, in words. ``fp32``: float32;
+    ``bf16``: ``--amp``, which trains in bf16 autocast where the CPU runs
+    bf16 natively and in float32 (and says why) elsewhere
+    (:mod:`fcvit_mm.engine.mixed_precision`); ``auto``: ``bf16`` where the
+    CPU runs bf16 natively, float32 without ``--amp`` elsewhere."""
+    if precision not in PRECISIONS:
+        raise ValueError(f'precision must be one of {PRECISIONS}, '
+                         f'got {precision!r}')
+    if precision == 'fp32':
+        return False, 'float32'
     from fcvit_mm.utils.cpu import bf16_support
     support = bf16_support()
     if support.native:
-        return f'bf16 mixed precision ({support.reason})'
-    return f'float32, not bf16: {support.reason}'
+        return True, f'bf16 mixed precision ({support.reason})'
+    return precision == 'bf16', f'float32, not bf16: {support.reason}'
 
 
 def main(argv=None):
@@ -290,7 +307,7 @@ def main(argv=None):
 
     # 2. train with tools/train.py, evaluate and draw with tools/test.py
     cfg, cfg_path = build_config(args, task, data['root'], work_dir)
-    precision = training_precision(args.amp)
+    args.amp, precision = training_precision(args.precision)
     print(f'[demo] training {cfg_path} for {cfg.train_cfg.max_iters} '
           f'iterations, validating every {cfg.train_cfg.val_interval}, '
           f'in {precision}', flush=True)
