@@ -244,13 +244,14 @@ def save_overview(paths, out_file, cols):
     return out_file
 
 
-def _train_and_test(args, task, cfg_path, work_dir):
-    """tools/train.py, then tools/test.py on the final checkpoint with the
-    library's visualizer drawing every val image; returns (checkpoint,
-    metrics, drawn images, seconds training, seconds testing)."""
+def _train_and_test(args, task, cfg_path, work_dir, amp):
+    """tools/train.py (with ``--amp`` if ``amp``), then tools/test.py on
+    the final checkpoint with the library's visualizer drawing every val
+    image; returns (checkpoint, metrics, drawn images, seconds training,
+    seconds testing)."""
     t0 = time.time()
     run_tool('train', [cfg_path, '--work-dir', work_dir] +
-             (['--amp'] if args.amp else []), args.threads)
+             (['--amp'] if amp else []), args.threads)
     t_train = time.time() - t0
     ckpt = _final_checkpoint(work_dir)
     show_dir = osp.join(work_dir, 'predictions')
@@ -307,12 +308,12 @@ def main(argv=None):
 
     # 2. train with tools/train.py, evaluate and draw with tools/test.py
     cfg, cfg_path = build_config(args, task, data['root'], work_dir)
-    args.amp, precision = training_precision(args.precision)
+    amp, precision = training_precision(args.precision)
     print(f'[demo] training {cfg_path} for {cfg.train_cfg.max_iters} '
           f'iterations, validating every {cfg.train_cfg.val_interval}, '
           f'in {precision}', flush=True)
     ckpt, metrics, drawn, t_train, t_test = _train_and_test(
-        args, task, cfg_path, work_dir)
+        args, task, cfg_path, work_dir, amp)
 
     # 3. curves and an overview of the drawn predictions
     scalars = find_scalars(work_dir)

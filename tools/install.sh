@@ -110,12 +110,6 @@ wheel_ok() {  # wheel_ok FILE: is FILE a complete zip archive?
     "$PY" -m zipfile -t "$1" >/dev/null 2>&1
 }
 
-libs_ok() {  # are the stack's libraries installed at their pinned versions?
-    local dist
-    for dist in "${LIB_DISTS[@]}"; do
-        have "$dist" "$(pin "$dist")" || return 1
-    done
-}
 requirements_changed() {  # a requirement file newer than the last install?
     local f
     for f in "$RUNTIME" "$CONSTRAINTS" requirements/tests.txt \
@@ -226,9 +220,7 @@ EOF
 fi
 
 # --- 3. the OpenMMLab libraries, test tools, this package ---------------------
-if ! libs_ok \
-    || ! "$PY" -c 'import fcvit_mm, pytest, xdist, hypothesis, onnxruntime, openvino' 2>/dev/null \
-    || requirements_changed; then
+if requirements_changed || ! ready >/dev/null 2>&1; then
     step "installing the OpenMMLab libraries ($STACK) and test tools"
     run "${PIP[@]}" install -c "$CONSTRAINTS" -r "$RUNTIME" \
         -r requirements/tests.txt
