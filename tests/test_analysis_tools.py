@@ -3,6 +3,7 @@ kernel_floor, plot_curves, visualize_similarity, and the shared code in
 tools.analysis.lib."""
 import json
 import os.path as osp
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -183,6 +184,37 @@ def test_benchmark_memory_in_fresh_process():
         '--mode', 'train', '--reps', '1', '--warmup', '0', '--memory',
         '--threads', '1'])
     assert rows[0]['peak_mem_mb'] > 0
+
+
+def test_benchmark_times_precisions_in_one_run(capsys):
+    """``--amp none bf16``: every model in both precisions, interleaved in
+    one run; ``amp_ratio`` is each row's speed against the same model in
+    the first precision, and a bf16 training step runs bf16 products."""
+    calls = []
+    orig = measure.run_step
+
+    def spy(target, mode, args, amp=None):
+        calls.append(amp)
+        return orig(target, mode, args, amp)
+
+    with mock.patch.object(measure, 'run_step', spy):
+        rows = benchmark.main([
+            '--models', 'fcvit-tiny', '--mode', 'train', '--amp', 'none',
+            'bf16', '--batch', '2', '--size', '32', '--reps', '2',
+            '--warmup', '0', '--threads', '1'])
+    assert [(r['model'], r['amp']) for r in rows] == [
+        ('fcvit-tiny', 'none'), ('fcvit-tiny', 'bf16')]
+    assert calls == ['none', 'bf16'] * 2  # interleaved
+    none, bf16 = rows
+    assert none['amp_ratio'] == pytest.approx(1.0)
+    assert bf16['amp_ratio'] == pytest.approx(
+        none['ms_per_step'] / bf16['ms_per_step'])
+    text = capsys.readouterr().out
+    assert 'amp none bf16' in text and 'x own none' in text
+    with pytest.raises(SystemExit):
+        kernel_floor.parse_args(['--amp', 'none', 'bf16'])
+    args = benchmark.parse_args(['--amp', 'bf16', 'bf16'])
+    assert args.amps == ['bf16'] and args.amp == 'bf16'
 
 
 def test_fcvit_names_one_parser():

@@ -43,6 +43,10 @@ Examples::
     # GPU, AMP and channels-last peers
     python tools/analysis/benchmark.py --device cuda --amp bf16 \\
         --channels-last --batch 64
+    # bf16 autocast against float32 on a CPU, both in one run (the
+    # "x own none" column: each model's bf16 speed-up)
+    python tools/analysis/benchmark.py --models fcvit-b12 resnet50 \\
+        --amp none bf16
     # detectors, one iteration each
     python tools/analysis/benchmark.py --configs \\
         configs/detection/maskrcnn_fcvit_b12.py \\
@@ -62,12 +66,14 @@ sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 from tools.analysis.lib import measure  # noqa: E402
 
 
-def _memory_in_subprocess(spec: str, mode: str, args) -> Optional[int]:
-    """Peak memory of one target and mode, measured by a fresh process of
-    this tool (an allocator that has not been used yet measures cleanly)."""
+def _memory_in_subprocess(spec: str, mode: str, amp: str,
+                          args) -> Optional[int]:
+    """Peak memory of one target, mode and precision, measured by a fresh
+    process of this tool (an allocator that has not been used yet measures
+    cleanly)."""
     cmd = [sys.executable, osp.abspath(__file__),
            '--configs' if args.configs else '--models', spec,
-           '--mode', mode, '--device', args.device, '--amp', args.amp,
+           '--mode', mode, '--device', args.device, '--amp', amp,
            '--batch', str(args.batch), '--size', *map(str, args.size),
            '--threads', str(args.threads), '--seed', str(args.seed),
            '--omp-wait-policy', 'inherit', '--memory-only']
@@ -79,54 +85,69 @@ def _memory_in_subprocess(spec: str, mode: str, args) -> Optional[int]:
     for line in reversed(res.stdout.strip().splitlines()):
         if line.startswith('{'):
             return json.loads(line)['peak']
-    raise RuntimeError(f'memory measurement of {spec} ({mode}) failed:\n'
-                       f'{res.stderr[-2000:]}')
+    raise RuntimeError(f'memory measurement of {spec} ({mode}, {amp}) '
+                       f'failed:\n{res.stderr[-2000:]}')
 
 
 def measure_memory(targets, args) -> dict:
-    """``{(name, mode): peak bytes}`` for ``--memory`` (else empty)."""
+    """``{(name, mode, amp): peak bytes}`` for ``--memory`` (else empty)."""
     memory = {}
     if not args.memory:
         return memory
     for t in targets:
         for m in args.modes:
-            if args.memory_in == 'subprocess':
-                memory[(t.name, m)] = _memory_in_subprocess(t.spec, m, args)
-            else:
-                memory[(t.name, m)] = measure.peak_memory(
-                    lambda: measure.run_step(t, m, args), args.device)
+            for a in args.amps:
+                if args.memory_in == 'subprocess':
+                    memory[(t.name, m, a)] = _memory_in_subprocess(
+                        t.spec, m, a, args)
+                else:
+                    memory[(t.name, m, a)] = measure.peak_memory(
+                        lambda: measure.run_step(t, m, args, a), args.device)
     return memory
 
 
 def report(targets, times, memory, args) -> List[dict]:
-    """Print the table; return its rows."""
+    """Print the table; return its rows. ``ratio``: speed against the
+    baseline in the same mode and precision; with several ``--amp``,
+    ``amp_ratio``: speed against the same model and mode in the first
+    precision (measured in the same run)."""
     rows = []
     baseline = measure.baseline_target(targets, args).name
+    first = args.amps[0]
     for m in args.modes:
-        base_t = statistics.median(times[(baseline, m)])
-        for t in targets:
-            ts = times[(t.name, m)]
-            med = statistics.median(ts)
-            mem = memory.get((t.name, m))
-            rows.append(dict(
-                model=t.name, mode=m, params_m=t.params / 1e6,
-                batch=t.images, ms_per_step=med * 1e3,
-                ms_min=min(ts) * 1e3, ms_max=max(ts) * 1e3,
-                images_per_s=t.images / med, ratio=base_t / med,
-                peak_mem_mb=None if mem is None else mem / 2**20,
-                channels_last=t.channels_last))
+        for a in args.amps:
+            base_t = statistics.median(times[(baseline, m, a)])
+            for t in targets:
+                ts = times[(t.name, m, a)]
+                med = statistics.median(ts)
+                mem = memory.get((t.name, m, a))
+                rows.append(dict(
+                    model=t.name, mode=m, amp=a, params_m=t.params / 1e6,
+                    batch=t.images, ms_per_step=med * 1e3,
+                    ms_min=min(ts) * 1e3, ms_max=max(ts) * 1e3,
+                    images_per_s=t.images / med, ratio=base_t / med,
+                    amp_ratio=statistics.median(times[(t.name, m, first)])
+                    / med,
+                    peak_mem_mb=None if mem is None else mem / 2**20,
+                    channels_last=t.channels_last))
+    several = len(args.amps) > 1
     w = max([34] + [len(t.name) + 1 for t in targets])
-    header = (f'{"model":<{w}} {"mode":<10} {"params":>8} {"ms/step":>9} '
-              f'{"(min-max)":>17} {"img/s":>8} {"x " + baseline:>14}')
+    header = (f'{"model":<{w}} {"mode":<10} {"amp":<5} {"params":>8} '
+              f'{"ms/step":>9} {"(min-max)":>17} {"img/s":>8} '
+              f'{"x " + baseline:>14}')
+    if several:
+        header += f' {"x own " + first:>10}'
     if args.memory:
         header += f' {"peak MiB":>9}'
     print(header)
     print('-' * len(header))
     for r in rows:
-        line = (f'{r["model"]:<{w}} {r["mode"]:<10} {r["params_m"]:7.2f}M '
-                f'{r["ms_per_step"]:9.1f} '
+        line = (f'{r["model"]:<{w}} {r["mode"]:<10} {r["amp"]:<5} '
+                f'{r["params_m"]:7.2f}M {r["ms_per_step"]:9.1f} '
                 f'{"(%.0f-%.0f)" % (r["ms_min"], r["ms_max"]):>17} '
                 f'{r["images_per_s"]:8.2f} {r["ratio"]:14.2f}')
+        if several:
+            line += f' {r["amp_ratio"]:10.2f}'
         if args.memory:
             mem = r['peak_mem_mb']
             line += f' {"n/a" if mem is None else "%.0f" % mem:>9}'
@@ -164,7 +185,7 @@ def main(argv=None, relaunch: bool = False):
     targets = measure.build_targets(args)
     if args.memory_only:  # the child of _memory_in_subprocess
         target, mode = targets[0], args.modes[0]
-        measure.run_step(target, mode, args)  # warm-up
+        measure.run_step(target, mode, args)  # warm-up (args.amp: the one)
         peak = measure.peak_memory(
             lambda: measure.run_step(target, mode, args), args.device)
         print(json.dumps(dict(peak=peak)))

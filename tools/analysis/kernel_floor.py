@@ -196,7 +196,10 @@ def parse_args(argv=None):
     p = measure.measure_parser('Kernel floor of FCViT models (fast path)',
                                __doc__, ['fcvit-b12'],
                                'fcvit-ARCH[-cp][-cl] (fast path)')
-    return measure.check_measure_args(p, p.parse_args(argv))
+    args = measure.check_measure_args(p, p.parse_args(argv))
+    if len(args.amps) > 1:
+        p.error(f'kernel_floor takes one --amp, got {" ".join(args.amps)}')
+    return args
 
 
 def main(argv=None, relaunch: bool = False):

@@ -308,9 +308,17 @@ def depthwise_weight_grad_fft(x: torch.Tensor, grad_out: torch.Tensor,
     Q = _fft_size(W + max(pw, kw - 1 - pw))
     dtype = x.dtype if x.dtype in (torch.float32, torch.float64) \
         else torch.float32
-    X = torch.fft.rfft2(x.contiguous().to(dtype), s=(P, Q))
-    G = torch.fft.rfft2(grad_out.contiguous().to(dtype), s=(P, Q))
-    corr = torch.fft.irfft2((X * G.conj()).sum(0), s=(P, Q))  # C, P, Q
+
+    def spectrum(t: torch.Tensor) -> torch.Tensor:
+        # one pass from any layout and dtype into the zero-padded NCHW
+        # buffer of the transform (rfft2's own padding would be a second)
+        buf = t.new_zeros((*t.shape[:2], P, Q), dtype=dtype)
+        buf[:, :, :H, :W] = t
+        return torch.fft.rfft2(buf)
+
+    X = spectrum(x)
+    X.mul_(spectrum(grad_out).conj_physical_())  # in place: no third copy
+    corr = torch.fft.irfft2(X.sum(0), s=(P, Q))  # C, P, Q
     rows = torch.arange(-ph, kh - ph, device=x.device) % P
     cols = torch.arange(-pw, kw - pw, device=x.device) % Q
     out = corr.index_select(1, rows).index_select(2, cols)

@@ -550,7 +550,7 @@ def _time_cell(target, cell, margs, writer, with_memory: bool, **extra):
     first = measure.timed(
         lambda: measure.run_step(target, cell['mode'], margs), margs.device)
     times = measure.time_steps([target], [cell['mode']], margs)
-    ts = times[(target.name, cell['mode'])]
+    ts = times[(target.name, cell['mode'], margs.amp)]
     fields = dict(ms=statistics.median(ts) * 1e3, ms_min=min(ts) * 1e3,
                   ms_max=max(ts) * 1e3, reps=len(ts),
                   warmup=margs.warmup, images=target.images,

@@ -140,7 +140,7 @@ def build_targets(args) -> list:
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f'targets must have distinct names, got {names}')
-    if args.amp == 'bf16' and args.device == 'cpu':
+    if 'bf16' in getattr(args, 'amps', [args.amp]) and args.device == 'cpu':
         # what --amp's AmpOptimWrapper does for a CPU training run
         from fcvit_mm.engine.mixed_precision import (guard_strided_convs,
                                                       install_float32_islands)
@@ -163,17 +163,20 @@ def sync(device: str):
         torch.cuda.synchronize()
 
 
-def autocast_ctx(args):
-    """``torch.autocast`` for ``--amp`` (disabled for ``none``)."""
-    if args.amp == 'none':
+def autocast_ctx(args, amp: Optional[str] = None):
+    """``torch.autocast`` for the precision ``amp`` (default ``args.amp``;
+    disabled for ``none``)."""
+    amp = amp or args.amp
+    if amp == 'none':
         return torch.autocast(args.device.split(':')[0], enabled=False)
-    dtype = dict(fp16=torch.float16, bf16=torch.bfloat16)[args.amp]
+    dtype = dict(fp16=torch.float16, bf16=torch.bfloat16)[amp]
     return torch.autocast(args.device.split(':')[0], dtype=dtype)
 
 
-def run_step(target, mode: str, args):
-    """One inference or training step of ``target`` (under ``--amp``)."""
-    with autocast_ctx(args):
+def run_step(target, mode: str, args, amp: Optional[str] = None):
+    """One inference or training step of ``target`` under the precision
+    ``amp`` (default ``args.amp``)."""
+    with autocast_ctx(args, amp):
         getattr(target, 'infer' if mode == 'inference' else 'train')()
 
 
@@ -202,11 +205,14 @@ def interleaved(fns: Dict[Any, Callable], warmup: int, reps: int,
     return times
 
 
-def time_steps(targets, modes: List[str], args) -> Dict[tuple, List[float]]:
-    """``{(name, mode): [seconds per repetition]}``: ``--warmup`` steps of
-    each, then ``--reps`` interleaved repetitions."""
-    fns = {(t.name, m): functools.partial(run_step, t, m, args)
-           for t in targets for m in modes}
+def time_steps(targets, modes: List[str],
+               args) -> Dict[tuple, List[float]]:
+    """``{(name, mode, amp): [seconds per repetition]}`` for every target,
+    mode and precision of ``--amp``: ``--warmup`` steps of each, then
+    ``--reps`` interleaved repetitions."""
+    amps = getattr(args, 'amps', None) or [args.amp]
+    fns = {(t.name, m, a): functools.partial(run_step, t, m, args, a)
+           for t in targets for m in modes for a in amps}
     return interleaved(fns, args.warmup, args.reps, args.device)
 
 
@@ -288,8 +294,10 @@ def measure_parser(description: str, doc: str, models: List[str],
     p.add_argument('--mode', choices=['inference', 'train', 'both'],
                    default='both')
     p.add_argument('--device', default='cpu')
-    p.add_argument('--amp', choices=['none', 'fp16', 'bf16'], default='none',
-                   help='autocast dtype')
+    p.add_argument('--amp', choices=['none', 'fp16', 'bf16'], nargs='+',
+                   default=['none'],
+                   help='autocast dtype; several (e.g. none bf16) are timed '
+                   'interleaved in one run')
     p.add_argument('--channels-last', action='store_true',
                    help='run the peer models channels-last (FCViT always '
                    'is, internally, on its fast path)')
@@ -324,7 +332,11 @@ def check_measure_args(p: argparse.ArgumentParser, args):
         p.error('--batch and --reps must be >= 1, --warmup >= 0')
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         p.error('--device cuda requested but CUDA is not available')
-    if args.amp == 'fp16' and args.device == 'cpu':
+    #: the precisions to time (``--amp``, in order, once each); ``amp``:
+    #: the first, for what takes one
+    args.amps = list(dict.fromkeys(args.amp))
+    args.amp = args.amps[0]
+    if 'fp16' in args.amps and args.device == 'cpu':
         p.error('--amp fp16 is for CUDA; use --amp bf16 on CPU')
     args.modes = (['inference', 'train'] if args.mode == 'both' else
                   [args.mode])
@@ -370,7 +382,8 @@ def header(args) -> str:
     else:
         dev += f' ({torch.cuda.get_device_name(args.device)})'
     return (f'device {dev}, batch {args.batch}, size {args.size[0]}x'
-            f'{args.size[1]}, amp {args.amp}, warm-up {args.warmup}, '
+            f'{args.size[1]}, amp {" ".join(args.amps)}, warm-up '
+            f'{args.warmup}, '
             f'median of {args.reps} interleaved repetitions, torch '
             f'{torch.__version__}, OMP_WAIT_POLICY='
             f'{os.environ.get("OMP_WAIT_POLICY", "(unset)")}')
