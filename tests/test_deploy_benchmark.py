@@ -39,6 +39,7 @@ def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
     monkeypatch.setattr('tempfile.tempdir', None)
     results = tool.main([
         '--batch', '2', '--size', '64', '--det-size', '64', '90',
+        '--det-sampling-ratio', '2',
         '--seg-size', '64', '64', '--repeats', '1', '--threads', '1',
         '--compile-backend', 'eager', '--profile'])
     out = capsys.readouterr().out
@@ -65,9 +66,18 @@ def test_benchmark_code_path(monkeypatch, tmp_path, capsys):
         assert sum(shares.values()) == pytest.approx(1.0)
         assert any(k.startswith(('Conv', 'Convolution')) for k in shares)
         assert f'{rt} profile of fcvit' in out
-    assert set(results['det']) == set(deployed)
-    assert set(results['seg']) == set(deployed)
+    for task in ('det', 'seg'):
+        assert set(results[task]) == set(deployed)
+        # the exported graphs' share of the same calls, per model
+        graphs = results[f'{task} graphs']
+        assert set(graphs) == set(deployed)
+        for rt in deployed:
+            name = next(iter(graphs[rt]))
+            # graphs alone run faster than end to end, and take time
+            assert 0 < results[task][rt][name][0] < graphs[rt][name][0]
     assert 'detection, 1 image 64 x 90 end to end' in out
+    assert 'detection: the same calls, time in the exported graphs' in out
+    assert 'outside the graphs (pipeline, library ops)' in out
     # the exports and ONNX Runtime's trace went to temporary folders, gone
     # (torch.compile's own cache, torchinductor_<user>, may stay)
     assert os.listdir(tmp_path) == ['temp']
@@ -90,3 +100,18 @@ def test_bf16_column_left_out_on_a_cpu_without_bf16(monkeypatch, capsys):
         'onnxruntime fp32': ('onnxruntime', 'fp32'),
         'openvino fp32': ('openvino', 'fp32')}
     assert 'openvino bf16 left out: ' in capsys.readouterr().out
+
+
+def test_det_sampling_ratio_reaches_both_roi_extractors():
+    """``--det-sampling-ratio`` sets the RoIAlign of the box and the mask
+    extractors of the detector config (mmdet's 0 without it)."""
+    from mmengine.config import Config
+    tool = load_tool('deployment/benchmark_onnx')
+    for argv, want in (([], 0), (['--det-sampling-ratio', '2'], 2)):
+        options = tool.det_cfg_options(tool.parse_args(argv))
+        assert options['model.test_cfg.rcnn.score_thr'] == 0.0
+        cfg = Config.fromfile(DET_TINY)
+        cfg.merge_from_dict(options)
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            layer = cfg.model.roi_head[extractor].roi_layer
+            assert layer.type == 'RoIAlign' and layer.sampling_ratio == want

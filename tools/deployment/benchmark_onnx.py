@@ -92,6 +92,11 @@ def parse_args(argv=None):
     p.add_argument('--size', type=int, default=224, help='classifier size')
     p.add_argument('--det-size', type=int, nargs=2, default=(800, 1333),
                    metavar=('H', 'W'))
+    p.add_argument('--det-sampling-ratio', type=int,
+                   help="sampling points per bin of both detectors' RoIAlign "
+                   "(mmdet's 0: adaptive, so its cost follows the proposals' "
+                   'sizes, which random weights make differ between the '
+                   'detectors; e.g. 2 makes it the same for both)')
     p.add_argument('--seg-size', type=int, nargs=2, default=(512, 512),
                    metavar=('H', 'W'))
     p.add_argument('--repeats', type=int, default=5)
@@ -262,30 +267,88 @@ def bench_cls(args, work) -> dict:
     return results
 
 
-def _bench_image(task, table, args, size, cfg_options=None) -> dict:
+class _TimedSession:
+    """A deployed part's session that adds the wall time of each run to
+    ``clock['s']`` (the tool's wrapper: the library model is unchanged)."""
+
+    def __init__(self, session, clock: dict):
+        self.session, self.clock = session, clock
+        self.inputs = session.inputs
+
+    def run(self, feed):
+        start = time.perf_counter()
+        try:
+            return self.session.run(feed)
+        finally:
+            self.clock['s'] += time.perf_counter() - start
+
+
+def _graph_timed(model, fn, graph_times: list):
+    """``fn`` that also appends the seconds spent in ``model``'s exported
+    graphs during each call to ``graph_times``."""
+    clock = {'s': 0.0}
+    for part in model.onnx_parts.values():
+        part.session = _TimedSession(part.session, clock)
+
+    def call():
+        clock['s'] = 0.0
+        result = fn()
+        graph_times.append(clock['s'])
+        return result
+
+    return call
+
+
+def det_cfg_options(args) -> dict:
+    """The detectors' config changes of the run: RCNN score threshold 0
+    (the mask head on 100 detections), and ``--det-sampling-ratio``."""
+    options = {'model.test_cfg.rcnn.score_thr': 0.0}
+    if args.det_sampling_ratio is not None:
+        for extractor in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            options[f'model.roi_head.{extractor}.roi_layer.sampling_ratio'] \
+                = args.det_sampling_ratio
+    return options
+
+
+def _bench_image(task, table, args, size, cfg_options=None) -> tuple:
     """One random image of ``size`` through the library's inference of
-    each model of ``table`` in each deployed runtime, interleaved."""
+    each model of ``table`` in each deployed runtime, interleaved, and the
+    part of that time spent in the exported graphs (the rest is the
+    library's pipeline and its CPU ops: with random weights, e.g. RoIAlign
+    and NMS work on different proposals in each detector). Returns the
+    two tables of :func:`_report`: (end to end, graphs alone)."""
     import numpy as np
 
     from fcvit_mm.deploy.parity import library_inference
     img = np.random.default_rng(0).integers(0, 256, (*size, 3),
                                             dtype=np.uint8)
-    fns, counts = {}, {}
+    fns, counts, graph_times = {}, {}, {}
     for name, (path, options) in table.items():
         out = _export(name, path, options, args, _pad32(size), args.work,
                       cfg_options)
         if out is None:
             continue
         for rt, model in _deployed(out, args).items():
-            fns[(rt, name)] = (lambda m=model: library_inference(m, task,
-                                                                 img))
+            graph_times[(rt, name)] = []
+            fns[(rt, name)] = _graph_timed(
+                model, lambda m=model: library_inference(m, task, img),
+                graph_times[(rt, name)])
             if task == 'detection':
                 counts[name] = len(fns[(rt, name)]().pred_instances)
     sec = _interleaved(fns, args.repeats)
     what = (f', {max(counts.values())} detections' if counts else '')
-    return _report(f'{task}, 1 image {size[0]} x {size[1]} end to end'
-                   f'{what}, {args.threads} threads', sec, list(table),
-                   list(table)[-1])
+    title = f'{task}, 1 image {size[0]} x {size[1]} end to end{what}'
+    result = _report(f'{title}, {args.threads} threads', sec, list(table),
+                     list(table)[-1])
+    in_graphs = {k: statistics.median(v[-args.repeats:])
+                 for k, v in graph_times.items()}
+    graphs = _report(
+        f'{task}: the same calls, time in the exported graphs alone',
+        in_graphs, list(table), list(table)[-1])
+    print('  outside the graphs (pipeline, library ops), ms per image: ' +
+          ', '.join(f'{name} {rt} {1e3 * (sec[(rt, name)] - t):.0f}'
+                    for (rt, name), t in in_graphs.items()))
+    return result, graphs
 
 
 def _op_kind_ort(args: dict) -> str:
@@ -379,12 +442,12 @@ def main(argv=None) -> dict:
         if 'cls' in args.tasks:
             results['cls'] = bench_cls(args, args.work)
         if 'det' in args.tasks:
-            results['det'] = _bench_image(
+            results['det'], results['det graphs'] = _bench_image(
                 'detection', DET, args, tuple(args.det_size),
-                {'model.test_cfg.rcnn.score_thr': 0.0})
+                det_cfg_options(args))
         if 'seg' in args.tasks:
-            results['seg'] = _bench_image('segmentation', SEG, args,
-                                          tuple(args.seg_size))
+            results['seg'], results['seg graphs'] = _bench_image(
+                'segmentation', SEG, args, tuple(args.seg_size))
     finally:
         if tmp is not None:
             tmp.cleanup()
