@@ -339,6 +339,13 @@ def test_benchmark_config_iteration(cls_config):
                            '--threads', '1'])
     assert {r['mode'] for r in rows} == {'inference', 'train'}
     assert all(r['images_per_s'] > 0 for r in rows)
+    # --cfg-options reach the built model (a head of 7 classes, not 5)
+    more = benchmark.main(['--configs', cls_config, '--batch', '2',
+                           '--size', '64', '--reps', '1', '--warmup', '0',
+                           '--threads', '1', '--mode', 'inference',
+                           '--cfg-options', 'model.head.num_classes=7'])
+    assert (more[0]['params_m'] - rows[0]['params_m']) * 1e6 == \
+        pytest.approx(2 * (320 + 1))
     with pytest.raises(FileNotFoundError, match='not found'):
         benchmark.main(['--configs', 'no/such/config.py', '--reps', '1'])
 

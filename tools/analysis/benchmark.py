@@ -63,6 +63,8 @@ from typing import List, Optional
 
 sys.path.insert(0, osp.join(osp.dirname(osp.abspath(__file__)), '..', '..'))
 
+from mmengine.config import DictAction  # noqa: E402
+
 from tools.analysis.lib import measure  # noqa: E402
 
 
@@ -81,6 +83,9 @@ def _memory_in_subprocess(spec: str, mode: str, amp: str,
         cmd.append('--channels-last')
     if args.backbone_only:
         cmd.append('--backbone-only')
+    if args.cfg_options:
+        cmd += ['--cfg-options'] + [f'{k}={v}'
+                                    for k, v in args.cfg_options.items()]
     res = subprocess.run(cmd, capture_output=True, text=True)
     for line in reversed(res.stdout.strip().splitlines()):
         if line.startswith('{'):
@@ -164,6 +169,12 @@ def parse_args(argv=None):
                    help='whole configs to measure instead of --models '
                    '(pkg::path for configs shipped by mmdet/mmseg/...; '
                    '@plain suffix: FCViT on its plain path)')
+    p.add_argument('--cfg-options', nargs='+', action=DictAction,
+                   default={},
+                   help='override settings of every --configs config, '
+                   'key=value as in the libraries\' tools (e.g. '
+                   'model.roi_head.bbox_roi_extractor.roi_layer.'
+                   'sampling_ratio=2)')
     p.add_argument('--memory', action='store_true',
                    help='also measure peak memory (separate, untimed step)')
     p.add_argument('--memory-in', choices=['subprocess', 'process'],
