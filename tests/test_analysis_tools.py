@@ -217,6 +217,31 @@ def test_benchmark_times_precisions_in_one_run(capsys):
     assert args.amps == ['bf16'] and args.amp == 'bf16'
 
 
+def test_benchmark_memory_process_gets_the_run_settings():
+    """The fresh process that measures one target's memory is given its
+    precision and the run's --cfg-options."""
+    args = benchmark.parse_args([
+        '--configs', 'a.py', '--amp', 'none', 'bf16', '--cfg-options',
+        'model.x=2', 'model.y=[1,2]'])
+    seen = []
+
+    def fake_run(cmd, **kwargs):
+        seen.append(cmd)
+        return mock.Mock(stdout='{"peak": 7}\n', stderr='')
+
+    with mock.patch.object(benchmark.subprocess, 'run', fake_run):
+        assert benchmark._memory_in_subprocess('a.py', 'train', 'bf16',
+                                               args) == 7
+    cmd = seen[0]
+    assert cmd[cmd.index('--amp') + 1] == 'bf16'
+    opts = cmd[cmd.index('--cfg-options') + 1:]
+    assert opts[:2] == ['model.x=2', 'model.y=[1, 2]']
+    # and they parse back to the same settings
+    child = benchmark.parse_args(['--configs', 'a.py', '--cfg-options',
+                                  *opts[:2]])
+    assert child.cfg_options == args.cfg_options
+
+
 def test_fcvit_names_one_parser():
     assert parse_fcvit_name('fcvit-b12-plain-cl') == ('b12',
                                                       {'plain', 'cl'})
