@@ -21,6 +21,10 @@ and leaves out bf16 where OpenVINO cannot run it on this CPU.
 * ``seg``: Semantic FPN FCViT-B12 against mmseg's FPN R-50, one 512 x 512
   image end to end through ``init_onnx_model`` and ``inference_model``.
 
+For ``det`` and ``seg`` a second table gives the part of the same calls
+spent inside the exported graphs (and a line the milliseconds outside
+them); ``--det-sampling-ratio`` sets both detectors' RoIAlign sampling.
+
 Repetitions are interleaved across models and runtimes and the median is
 reported, with the ratio to the ResNet-50 model in the same runtime and
 precision (the last model of each table is the baseline), and each bf16
