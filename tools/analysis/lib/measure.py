@@ -130,6 +130,13 @@ class ConfigTarget:
         self.model.zero_grad(set_to_none=True)
 
 
+def precisions(args) -> List[str]:
+    """The precisions to time: ``args.amps`` (set by
+    :func:`check_measure_args` from ``--amp``), else ``[args.amp]`` (a
+    namespace built by hand, e.g. the GPU check's)."""
+    return getattr(args, 'amps', None) or [args.amp]
+
+
 def build_targets(args) -> list:
     """The targets of ``--configs`` or else ``--models``, distinct names."""
     import fcvit_mm  # noqa: F401  (registers FCViT)
@@ -140,7 +147,7 @@ def build_targets(args) -> list:
     names = [t.name for t in targets]
     if len(set(names)) != len(names):
         raise ValueError(f'targets must have distinct names, got {names}')
-    if 'bf16' in getattr(args, 'amps', [args.amp]) and args.device == 'cpu':
+    if 'bf16' in precisions(args) and args.device == 'cpu':
         # what --amp's AmpOptimWrapper does for a CPU training run
         from fcvit_mm.engine.mixed_precision import (guard_strided_convs,
                                                       install_float32_islands)
@@ -210,9 +217,8 @@ def time_steps(targets, modes: List[str],
     """``{(name, mode, amp): [seconds per repetition]}`` for every target,
     mode and precision of ``--amp``: ``--warmup`` steps of each, then
     ``--reps`` interleaved repetitions."""
-    amps = getattr(args, 'amps', None) or [args.amp]
     fns = {(t.name, m, a): functools.partial(run_step, t, m, args, a)
-           for t in targets for m in modes for a in amps}
+           for t in targets for m in modes for a in precisions(args)}
     return interleaved(fns, args.warmup, args.reps, args.device)
 
 
@@ -382,7 +388,7 @@ def header(args) -> str:
     else:
         dev += f' ({torch.cuda.get_device_name(args.device)})'
     return (f'device {dev}, batch {args.batch}, size {args.size[0]}x'
-            f'{args.size[1]}, amp {" ".join(args.amps)}, warm-up '
+            f'{args.size[1]}, amp {" ".join(precisions(args))}, warm-up '
             f'{args.warmup}, '
             f'median of {args.reps} interleaved repetitions, torch '
             f'{torch.__version__}, OMP_WAIT_POLICY='
